@@ -1,0 +1,160 @@
+//! The op interface every compute backend implements.
+//!
+//! Model, scoring and (later) training code are generic over [`Backend`]; the CPU backend is
+//! the reference and the CUDA backend mirrors it op for op. Every buffer is a flat, row-major
+//! `f32` array in the backend's memory; shapes are passed explicitly, outputs first, as in
+//! llm.c. Each op documents its math and its shapes; implementations must check the lengths
+//! of what they are handed and return an error (never panic) when they do not match.
+
+pub mod cpu;
+
+use anyhow::Result;
+
+/// What a [`Backend::linear`] does with its product before storing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// `y = x·Wᵀ + b`
+    Store,
+    /// `y = quick_gelu(x·Wᵀ + b)`, `quick_gelu(v) = v·sigmoid(1.702·v)`
+    QuickGelu,
+    /// `y += x·Wᵀ + b` (a fused residual connection)
+    Accumulate,
+}
+
+pub trait Backend: Send + Sync {
+    /// A dense `f32` buffer in the backend's memory.
+    type Buf: Send + Sync;
+    /// A weight matrix in torch `Linear` layout `[out, in]`, prepared for [`Backend::linear`].
+    type Mat: Send + Sync;
+
+    /// Human-readable name, e.g. `cpu (avx512, 2 threads)`.
+    fn name(&self) -> String;
+
+    fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
+    fn zeros(&self, len: usize) -> Result<Self::Buf>;
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    fn buf_len(&self, buf: &Self::Buf) -> usize;
+    /// `w` is `[out_dim, in_dim]` row-major.
+    fn upload_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<Self::Mat>;
+
+    /// `y[rows, out] (=|+=) epilogue(x[rows, in] · Wᵀ + bias[out])`.
+    fn linear(
+        &self,
+        y: &mut Self::Buf,
+        x: &Self::Buf,
+        w: &Self::Mat,
+        bias: Option<&Self::Buf>,
+        epilogue: Epilogue,
+        rows: usize,
+    ) -> Result<()>;
+
+    /// Row-wise LayerNorm: `y[r] = (x[r] - mean) / sqrt(var + eps) * gamma + beta`, biased
+    /// variance, `x, y: [rows, dim]`, `gamma, beta: [dim]`.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm(
+        &self,
+        y: &mut Self::Buf,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()>;
+
+    /// Multi-head scaled dot-product attention over packed projections.
+    /// `qkv: [batch, tokens, 3, heads, head_dim]` (q, then k, then v for each token, as a
+    /// fused `in_proj` produces them); `out: [batch, tokens, heads, head_dim]`.
+    /// `out_h = softmax(q_h k_hᵀ / sqrt(head_dim) + mask) v_h`; with `causal`, token `i`
+    /// attends to tokens `0..=i` only.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        out: &mut Self::Buf,
+        qkv: &Self::Buf,
+        batch: usize,
+        tokens: usize,
+        heads: usize,
+        head_dim: usize,
+        causal: bool,
+    ) -> Result<()>;
+
+    /// Non-overlapping patches as rows for the patch-embedding GEMM.
+    /// `images: [batch, 3, side, side]`, `cols: [batch, g*g, 3*patch*patch]` with `g = side /
+    /// patch`; patch `(h, w)` is row `h*g + w` and its columns are ordered `(c, i, j)`, matching
+    /// a conv weight `[d, 3, patch, patch]` flattened to `[d, 3*patch*patch]`.
+    fn patch_im2col(
+        &self,
+        cols: &mut Self::Buf,
+        images: &Self::Buf,
+        batch: usize,
+        side: usize,
+        patch: usize,
+    ) -> Result<()>;
+
+    /// Token assembly: `x[b, 0] = cls + pos[0]`, `x[b, 1 + i] = patches[b, i] + pos[1 + i]`.
+    /// `x: [batch, 1 + n_patches, dim]`, `patches: [batch, n_patches, dim]`, `cls: [dim]`,
+    /// `pos: [1 + n_patches, dim]`.
+    #[allow(clippy::too_many_arguments)]
+    fn embed_tokens(
+        &self,
+        x: &mut Self::Buf,
+        patches: &Self::Buf,
+        cls: &Self::Buf,
+        pos: &Self::Buf,
+        batch: usize,
+        n_patches: usize,
+        dim: usize,
+    ) -> Result<()>;
+
+    /// Multi-scale spatial aggregation (SPEC §3) of one window size `r` (odd).
+    /// `x, out: [batch, 1 + grid*grid, dim]`. Token 0 (CLS) is copied unchanged; patch token
+    /// `(h, w)` becomes `sum_{i,j in -r/2..=r/2} k(i,j) * x[h+i, w+j]` where
+    /// `k(i,j) = exp(-(i²+j²)/(2σ²)) / Σ exp(...)` over the whole `r x r` window, positions
+    /// outside the grid contribute zero and the weights are not renormalised there.
+    /// `r = 1` is a copy.
+    #[allow(clippy::too_many_arguments)]
+    fn aggregate(
+        &self,
+        out: &mut Self::Buf,
+        x: &Self::Buf,
+        batch: usize,
+        grid: usize,
+        dim: usize,
+        window: usize,
+        sigma: f32,
+    ) -> Result<()>;
+
+    /// Cosine state logits, accumulated: `logits[r, s] += <z[r]/|z[r]|, text[s]> * scale`.
+    /// `z: [rows, dim]`, `text: [2, dim]` (already L2-normalised), `logits: [rows, 2]`.
+    fn state_logits(
+        &self,
+        logits: &mut Self::Buf,
+        z: &Self::Buf,
+        text: &Self::Buf,
+        rows: usize,
+        dim: usize,
+        scale: f32,
+    ) -> Result<()>;
+
+    /// `probs[r] = softmax(logits[r])[1]`, `logits: [rows, 2]`, `probs: [rows]`.
+    fn abnormal_probability(
+        &self,
+        probs: &mut Self::Buf,
+        logits: &Self::Buf,
+        rows: usize,
+    ) -> Result<()>;
+
+    /// Anomaly maps (SPEC §6): bilinear upsample `patch: [batch, grid, grid]` to
+    /// `maps: [batch, side, side]` (align_corners = false), then a Gaussian filter with scipy's
+    /// defaults (`sigma`, truncate 4, mode "reflect": `d c b a | a b c d`).
+    fn anomaly_maps(
+        &self,
+        maps: &mut Self::Buf,
+        patch: &Self::Buf,
+        batch: usize,
+        grid: usize,
+        side: usize,
+        sigma: f32,
+    ) -> Result<()>;
+}

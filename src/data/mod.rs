@@ -1,0 +1,1 @@
+//! Input side: finding images, decoding, Pillow-exact resizing, normalisation.

@@ -1,0 +1,10 @@
+//! afclip: AF-CLIP zero-/few-shot visual anomaly detection.
+//!
+//! Flow: [`data`] (inputs, decode, resize) → [`model`] (CLIP towers, aggregation, adaptor,
+//! prompts, scores) → [`metrics`]; every compute op goes through a [`backend::Backend`].
+
+pub mod backend;
+pub mod cli;
+pub mod data;
+pub mod metrics;
+pub mod model;
