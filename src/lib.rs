@@ -8,3 +8,5 @@ pub mod cli;
 pub mod data;
 pub mod metrics;
 pub mod model;
+pub mod output;
+pub mod rng;

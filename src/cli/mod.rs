@@ -1,5 +1,10 @@
 //! Command-line interface: one file per verb, each with an `Args` (clap) and a `run`.
 
+pub mod common;
+pub mod init_model;
+pub mod score;
+pub mod synth;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -11,9 +16,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Zero-shot scores and anomaly maps for image files and folders.
+    Score(score::Args),
+    /// Write a randomly initialised CLIP checkpoint (no download needed).
+    InitModel(init_model::Args),
+    /// Write a synthetic dataset: textures with painted defects and exact masks.
+    Synth(synth::Args),
+}
 
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Score(a) => score::run(a),
+        Command::InitModel(a) => init_model::run(a),
+        Command::Synth(a) => synth::run(a),
+    }
 }

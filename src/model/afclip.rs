@@ -1,0 +1,210 @@
+//! Zero-shot AF-CLIP (SPEC §2–6): vision features at four layers, three aggregation scales,
+//! the shared adaptor, cosine logits against the two state-prompt text features, summed over
+//! the 12 sets, softmax, image score, anomaly maps.
+
+use super::adaptor::Adaptor;
+use super::checkpoint::Checkpoint;
+use super::head::Head;
+use super::text::{state_text_features, STATE_SENTENCES};
+use super::tokenizer::ClipTokenizer;
+use super::vision::VisionTower;
+use crate::backend::Backend;
+use anyhow::{bail, Result};
+
+/// Aggregation windows (SPEC §3) and their Gaussian sigma.
+pub const WINDOWS: [usize; 3] = [1, 3, 5];
+pub const AGGREGATION_SIGMA: f32 = 4.0;
+/// Cosine logits are divided by this temperature (SPEC §6).
+pub const TEMPERATURE: f32 = 0.07;
+/// Gaussian smoothing of the upsampled map (SPEC §6).
+pub const MAP_SIGMA: f32 = 4.0;
+pub const DEFAULT_IMAGE_SIZE: usize = 518;
+
+/// The four evenly spaced feature layers for a tower of `depth` blocks (6,12,18,24 for 24).
+pub fn default_layers(depth: usize) -> Vec<usize> {
+    let mut layers: Vec<usize> = (1..=4)
+        .map(|k| ((depth * k) as f64 / 4.0).round().max(1.0) as usize)
+        .collect();
+    layers.dedup();
+    layers
+}
+
+/// Image size and feature layers, validated against the model by [`AfClip::new`].
+#[derive(Clone, Debug)]
+pub struct ModelOptions {
+    pub image_size: usize,
+    /// 1-based; `None` = [`default_layers`].
+    pub layers: Option<Vec<usize>>,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self {
+            image_size: DEFAULT_IMAGE_SIZE,
+            layers: None,
+        }
+    }
+}
+
+/// What one batch yields.
+pub struct BatchScores {
+    /// `[batch]`: `p[0]`, the CLS token's abnormal probability.
+    pub image: Vec<f32>,
+    /// `[batch, 1 + g*g]`: abnormal probability of every token, CLS first.
+    pub probs: Vec<f32>,
+    /// `[batch, S, S]` final smoothed maps; empty when maps were not asked for.
+    pub maps: Vec<f32>,
+}
+
+pub struct AfClip<B: Backend> {
+    be: B,
+    vision: VisionTower<B>,
+    adaptor: Adaptor<B>,
+    text: B::Buf,
+    text_features: Vec<f32>,
+    embed: usize,
+    side: usize,
+    grid: usize,
+    width: usize,
+    layers: Vec<usize>,
+}
+
+impl<B: Backend> AfClip<B> {
+    pub fn new(
+        be: B,
+        ckpt: &Checkpoint,
+        head: &Head,
+        tokenizer: &ClipTokenizer,
+        opts: &ModelOptions,
+    ) -> Result<Self> {
+        let cfg = &ckpt.config;
+        let side = opts.image_size;
+        if side == 0 || side % cfg.patch != 0 {
+            bail!(
+                "image size {side} is not a positive multiple of the model's patch size {}",
+                cfg.patch
+            );
+        }
+        let layers = match &opts.layers {
+            Some(l) => l.clone(),
+            None => default_layers(cfg.vision_layers),
+        };
+        if layers.is_empty() {
+            bail!("no feature layers given");
+        }
+        if let Some(&bad) = layers.iter().find(|&&l| l == 0 || l > cfg.vision_layers) {
+            bail!(
+                "feature layer {bad} is outside the vision tower's blocks 1..={}",
+                cfg.vision_layers
+            );
+        }
+        if head.width != cfg.vision_width || head.text_width != cfg.text_width {
+            bail!(
+                "head widths (vision {}, text {}) do not match the model (vision {}, text {})",
+                head.width,
+                head.text_width,
+                cfg.vision_width,
+                cfg.text_width
+            );
+        }
+        let ids = STATE_SENTENCES
+            .iter()
+            .map(|s| tokenizer.encode(s))
+            .collect::<Result<Vec<_>>>()?;
+        let text_features = state_text_features(&be, cfg, &ckpt.text, &head.prompt, &ids)?;
+        Ok(Self {
+            vision: VisionTower::upload(&be, cfg, &ckpt.vision, side, &layers)?,
+            adaptor: Adaptor::upload(&be, head, &ckpt.vision, cfg.embed_dim)?,
+            text: be.upload(&text_features)?,
+            text_features,
+            embed: cfg.embed_dim,
+            side,
+            grid: side / cfg.patch,
+            width: cfg.vision_width,
+            layers,
+            be,
+        })
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.be
+    }
+    pub fn image_size(&self) -> usize {
+        self.side
+    }
+    pub fn grid(&self) -> usize {
+        self.grid
+    }
+    pub fn layers(&self) -> &[usize] {
+        &self.layers
+    }
+    /// `[2, e]`: normal, abnormal; L2-normalised.
+    pub fn text_features(&self) -> &[f32] {
+        &self.text_features
+    }
+
+    /// Raw residual streams at the feature layers, `[batch, tokens, width]` each.
+    pub fn vision_features(&self, pixels: &[f32], batch: usize) -> Result<Vec<Vec<f32>>> {
+        let px = self.be.upload(pixels)?;
+        self.vision
+            .forward(&self.be, &px, batch)?
+            .iter()
+            .map(|f| self.be.download(f))
+            .collect()
+    }
+
+    /// Scores a batch of normalised images `pixels: [batch, 3, S, S]`.
+    pub fn score(&self, pixels: &[f32], batch: usize, with_maps: bool) -> Result<BatchScores> {
+        let be = &self.be;
+        let t = self.vision.tokens();
+        let rows = batch * t;
+        let px = be.upload(pixels)?;
+        let features = self.vision.forward(be, &px, batch)?;
+        let mut logits = be.zeros(rows * 2)?;
+        let mut aggregated = be.zeros(rows * self.width)?;
+        for f in &features {
+            for &r in &WINDOWS {
+                let c = if r == 1 {
+                    f
+                } else {
+                    be.aggregate(&mut aggregated, f, batch, self.grid, self.width, r, AGGREGATION_SIGMA)?;
+                    &aggregated
+                };
+                let z = self.adaptor.forward(be, c, batch, t)?;
+                be.state_logits(&mut logits, &z, &self.text, rows, self.embed, 1.0 / TEMPERATURE)?;
+            }
+        }
+        let mut probs = be.zeros(rows)?;
+        be.abnormal_probability(&mut probs, &logits, rows)?;
+        let probs = be.download(&probs)?;
+        let image = probs.chunks_exact(t).map(|p| p[0]).collect();
+        let maps = if with_maps {
+            let patch: Vec<f32> = probs.chunks_exact(t).flat_map(|p| p[1..].iter().copied()).collect();
+            self.maps_from_patches(&patch, batch)?
+        } else {
+            Vec::new()
+        };
+        Ok(BatchScores { image, probs, maps })
+    }
+
+    /// Upsamples and smooths grid-resolution maps `[batch, g*g]` to `[batch, S, S]`.
+    pub fn maps_from_patches(&self, patch: &[f32], batch: usize) -> Result<Vec<f32>> {
+        let be = &self.be;
+        let mut maps = be.zeros(batch * self.side * self.side)?;
+        be.anomaly_maps(&mut maps, &be.upload(patch)?, batch, self.grid, self.side, MAP_SIGMA)?;
+        be.download(&maps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_layers;
+
+    #[test]
+    fn default_layers_are_evenly_spaced() {
+        assert_eq!(default_layers(24), vec![6, 12, 18, 24]);
+        assert_eq!(default_layers(12), vec![3, 6, 9, 12]);
+        assert_eq!(default_layers(4), vec![1, 2, 3, 4]);
+        assert_eq!(default_layers(2), vec![1, 2]);
+    }
+}

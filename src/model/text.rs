@@ -1,0 +1,84 @@
+//! The frozen CLIP text tower with AF-CLIP's learnable state prompts (SPEC §5). Run once per
+//! model, not per batch.
+
+use super::checkpoint::{ClipConfig, TextWeights};
+use super::head::PROMPT_LEN;
+use super::transformer::{Block, LN_EPS};
+use crate::backend::Backend;
+use anyhow::{bail, Result};
+
+/// `"without defect."` and `"with defect."` (SPEC §5).
+pub const STATE_SENTENCES: [&str; 2] = ["without defect.", "with defect."];
+
+/// Text features `[2, e]` (normal, abnormal), L2-normalised.
+/// `prompt: [12, t]`; `ids`: one token sequence per sentence, `[SOT, ..., EOT]`.
+pub fn state_text_features<B: Backend>(
+    be: &B,
+    cfg: &ClipConfig,
+    w: &TextWeights,
+    prompt: &[f32],
+    ids: &[Vec<u32>],
+) -> Result<Vec<f32>> {
+    let (t, ctx, e) = (cfg.text_width, cfg.context, cfg.embed_dim);
+    let n = ids.len();
+    let mut x = vec![0.0f32; n * ctx * t];
+    let mut eot = Vec::with_capacity(n);
+    for (s, seq) in ids.iter().enumerate() {
+        if let Some(&bad) = seq.iter().find(|&&id| id as usize >= cfg.vocab) {
+            bail!("token id {bad} is outside the model's vocabulary of {}", cfg.vocab);
+        }
+        // Padded ids (0) after the sentence; the EOT has the largest id, as in CLIP.
+        let mut padded = seq.clone();
+        padded.resize(ctx.max(seq.len()), 0);
+        let argmax = padded
+            .iter()
+            .enumerate()
+            .max_by_key(|&(i, &id)| (id, std::cmp::Reverse(i)))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        let pos = PROMPT_LEN + argmax;
+        if pos >= ctx {
+            bail!("prompt of {PROMPT_LEN} vectors plus {} tokens exceeds the context of {ctx}", seq.len());
+        }
+        eot.push(pos);
+        let rows = x[s * ctx * t..(s + 1) * ctx * t].chunks_exact_mut(t);
+        for (j, row) in rows.enumerate() {
+            let src = if j < PROMPT_LEN {
+                &prompt[j * t..(j + 1) * t]
+            } else {
+                let id = padded[j - PROMPT_LEN] as usize;
+                &w.token_embedding[id * t..(id + 1) * t]
+            };
+            let pe = &w.pos[j * t..(j + 1) * t];
+            for ((o, a), b) in row.iter_mut().zip(src).zip(pe) {
+                *o = a + b;
+            }
+        }
+    }
+    let blocks: Vec<Block<B>> = w
+        .blocks
+        .iter()
+        .map(|b| Block::upload(be, b, t, cfg.text_mlp))
+        .collect::<Result<_>>()?;
+    let mut xb = be.upload(&x)?;
+    let mut scratch = blocks[0].scratch(be, n * ctx)?;
+    for block in &blocks {
+        block.forward(be, &mut xb, &mut scratch, n, ctx, true)?;
+    }
+    let mut normed = be.zeros(n * ctx * t)?;
+    let gamma = be.upload(&w.ln_final_w)?;
+    let beta = be.upload(&w.ln_final_b)?;
+    be.layer_norm(&mut normed, &xb, &gamma, &beta, n * ctx, t, LN_EPS)?;
+    let normed = be.download(&normed)?;
+    let mut out = vec![0.0f32; n * e];
+    for (s, &pos) in eot.iter().enumerate() {
+        let v = &normed[(s * ctx + pos) * t..(s * ctx + pos + 1) * t];
+        let o = &mut out[s * e..(s + 1) * e];
+        for (k, ok) in o.iter_mut().enumerate() {
+            *ok = w.proj[k * t..(k + 1) * t].iter().zip(v).map(|(a, b)| a * b).sum();
+        }
+        let norm = o.iter().map(|v| v * v).sum::<f32>().sqrt();
+        o.iter_mut().for_each(|v| *v /= norm);
+    }
+    Ok(out)
+}

@@ -1,0 +1,4 @@
+//! Result writers: CSV rows, heatmap overlays.
+
+pub mod csv;
+pub mod heatmap;
