@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "afclip", version, about = "AF-CLIP visual anomaly detection engine")]
+#[command(name = "afclip", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("AFCLIP_COMMIT"), ")"), about = "AF-CLIP visual anomaly detection engine")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
