@@ -28,7 +28,10 @@ fn images() -> Vec<PathBuf> {
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn build(naming: &str, side: usize, layers: Option<Vec<usize>>) -> AfClip<CpuBackend> {
@@ -36,7 +39,10 @@ fn build(naming: &str, side: usize, layers: Option<Vec<usize>>) -> AfClip<CpuBac
     let ckpt = Checkpoint::load(&find_weights(&dir, None).unwrap()).unwrap();
     let head = Head::load(&golden().join("head.safetensors"), &ckpt.config).unwrap();
     let tok = ClipTokenizer::from_model_dir(&dir).unwrap();
-    let opts = ModelOptions { image_size: side, layers };
+    let opts = ModelOptions {
+        image_size: side,
+        layers,
+    };
     AfClip::new(CpuBackend::new(Some(2)).unwrap(), &ckpt, &head, &tok, &opts).unwrap()
 }
 

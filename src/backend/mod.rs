@@ -7,6 +7,7 @@
 //! of what they are handed and return an error (never panic) when they do not match.
 
 pub mod cpu;
+pub mod profile;
 
 use anyhow::Result;
 

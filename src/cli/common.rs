@@ -18,7 +18,11 @@ pub struct ModelArgs {
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Trained AF-CLIP head (prompt + adaptor) as safetensors.
-    #[arg(long, conflicts_with = "init_seed", required_unless_present = "init_seed")]
+    #[arg(
+        long,
+        conflicts_with = "init_seed",
+        required_unless_present = "init_seed"
+    )]
     pub head: Option<PathBuf>,
     /// Use a fresh, untrained head made from this seed instead of --head.
     #[arg(long)]
@@ -49,7 +53,13 @@ impl ModelArgs {
     }
 
     pub fn load<B: Backend>(&self, be: B) -> Result<AfClip<B>> {
-        load_afclip(be, &self.model, self.weights.as_deref(), &self.head_source()?, &self.options())
+        load_afclip(
+            be,
+            &self.model,
+            self.weights.as_deref(),
+            &self.head_source()?,
+            &self.options(),
+        )
     }
 }
 

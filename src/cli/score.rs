@@ -108,7 +108,8 @@ fn score_group<B: crate::backend::Backend>(
     let s = model.image_size();
     let scores = if batch > 0 {
         let mut pixels = Vec::with_capacity(batch * 3 * s * s);
-        good.iter().for_each(|p| pixels.extend_from_slice(&p.tensor));
+        good.iter()
+            .for_each(|p| pixels.extend_from_slice(&p.tensor));
         Some(model.score(&pixels, batch, maps != MapFormat::None)?)
     } else {
         None
@@ -121,13 +122,18 @@ fn score_group<B: crate::backend::Backend>(
                 writeln!(csv, "{},{},ok,", field(&input.rel), scores.image[k])?;
                 if maps != MapFormat::None {
                     let map = &scores.maps[k * s * s..(k + 1) * s * s];
-                    write_map(out, &input.rel, maps, map, &prepared, s)?;
+                    write_map(out, input.stem(), maps, map, &prepared, s)?;
                 }
                 k += 1;
             }
             Err(e) => {
                 eprintln!("warning: {}: {e:#}", input.path.display());
-                writeln!(csv, "{},,error,{}", field(&input.rel), field(&format!("{e:#}")))?;
+                writeln!(
+                    csv,
+                    "{},,error,{}",
+                    field(&input.rel),
+                    field(&format!("{e:#}"))
+                )?;
             }
         }
     }
@@ -136,7 +142,7 @@ fn score_group<B: crate::backend::Backend>(
 
 fn write_map(
     out: &Path,
-    rel: &str,
+    stem: &str,
     format: MapFormat,
     map: &[f32],
     prepared: &PreparedImage,
@@ -147,17 +153,23 @@ fn write_map(
         MapFormat::Npy => "npy",
         MapFormat::None => return Ok(()),
     };
-    let path = out.join("maps").join(format!("{rel}.{ext}"));
+    let path = out.join("maps").join(format!("{stem}.{ext}"));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     match format {
         MapFormat::Png => {
             let rgb = overlay(&prepared.resized, map);
-            image::save_buffer(&path, &rgb, side as u32, side as u32, image::ExtendedColorType::Rgb8)
-                .with_context(|| format!("cannot write {}", path.display()))
+            image::save_buffer(
+                &path,
+                &rgb,
+                side as u32,
+                side as u32,
+                image::ExtendedColorType::Rgb8,
+            )
+            .with_context(|| format!("cannot write {}", path.display()))
         }
-        _ => todo_npy(&path, side, map),
+        _ => crate::data::npy::write_f32_2d(&path, map, side, side),
     }
 }
 
@@ -173,7 +185,13 @@ struct Progress {
 impl Progress {
     fn new(total: usize) -> Self {
         let now = Instant::now();
-        Self { total, done: 0, start: now, last: now, tty: std::io::stderr().is_terminal() }
+        Self {
+            total,
+            done: 0,
+            start: now,
+            last: now,
+            tty: std::io::stderr().is_terminal(),
+        }
     }
 
     fn advance(&mut self, n: usize) {
@@ -206,7 +224,4 @@ impl Progress {
             eprintln!();
         }
     }
-}
-fn todo_npy(_p: &Path, _s: usize, _m: &[f32]) -> Result<()> {
-    bail!("npy pending")
 }

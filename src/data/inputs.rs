@@ -47,21 +47,36 @@ pub fn collect_inputs(args: &[PathBuf]) -> Result<Vec<Input>> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .with_context(|| format!("input {} has no file name", arg.display()))?;
-            out.push(Input { path: arg.clone(), rel });
+            out.push(Input {
+                path: arg.clone(),
+                rel,
+            });
         }
     }
     let mut seen: HashMap<&str, &Path> = HashMap::new();
     for input in &out {
-        if let Some(first) = seen.insert(&input.rel, &input.path) {
+        if let Some(first) = seen.insert(input.stem(), &input.path) {
             bail!(
-                "inputs {} and {} would both be reported as {}; score them in separate runs",
+                "inputs {} and {} would both be reported as {} (their maps would collide); \
+                 score them in separate runs",
                 first.display(),
                 input.path.display(),
-                input.rel
+                input.stem()
             );
         }
     }
     Ok(out)
+}
+
+impl Input {
+    /// `rel` without its file extension: the name of this image's map files.
+    pub fn stem(&self) -> &str {
+        let name_start = self.rel.rfind('/').map_or(0, |i| i + 1);
+        match self.rel[name_start..].rfind('.') {
+            Some(dot) if dot > 0 => &self.rel[..name_start + dot],
+            _ => &self.rel,
+        }
+    }
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
@@ -104,10 +119,18 @@ mod tests {
         let got = collect_inputs(&[dir.clone(), dir.join("b.png")]);
         let err = got.unwrap_err().to_string();
         assert!(err.contains("b.png"), "{err}");
+        std::fs::write(dir.join("b.jpg"), b"x").unwrap();
+        let err = collect_inputs(&[dir.clone()]).unwrap_err().to_string();
+        assert!(err.contains("b.jpg") && err.contains("b.png"), "{err}");
+        std::fs::remove_file(dir.join("b.jpg")).unwrap();
         let got = collect_inputs(&[dir.clone()]).unwrap();
         let rels: Vec<&str> = got.iter().map(|i| i.rel.as_str()).collect();
         assert_eq!(rels, ["a/z.JPG", "b.png", "c/d/e.bmp"]);
-        assert!(collect_inputs(&[dir.join("missing")]).unwrap_err().to_string().contains("missing"));
+        assert_eq!(got[0].stem(), "a/z");
+        assert!(collect_inputs(&[dir.join("missing")])
+            .unwrap_err()
+            .to_string()
+            .contains("missing"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

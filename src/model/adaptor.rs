@@ -51,11 +51,34 @@ impl<B: Backend> Adaptor<B> {
         let mut qkv = be.zeros(rows * 3 * ADAPTOR_INNER)?;
         be.linear(&mut qkv, &normed, &self.qkv, None, Epilogue::Store, rows)?;
         let mut attn = be.zeros(rows * ADAPTOR_INNER)?;
-        be.attention(&mut attn, &qkv, batch, tokens, ADAPTOR_HEADS, HEAD_DIM, false)?;
+        be.attention(
+            &mut attn,
+            &qkv,
+            batch,
+            tokens,
+            ADAPTOR_HEADS,
+            HEAD_DIM,
+            false,
+        )?;
         drop(qkv);
         let mut out = be.zeros(rows * d)?;
-        be.linear(&mut out, &attn, &self.out, Some(&self.out_b), Epilogue::Store, rows)?;
-        be.layer_norm(&mut normed, &out, &self.ln_post_w, &self.ln_post_b, rows, d, LN_EPS)?;
+        be.linear(
+            &mut out,
+            &attn,
+            &self.out,
+            Some(&self.out_b),
+            Epilogue::Store,
+            rows,
+        )?;
+        be.layer_norm(
+            &mut normed,
+            &out,
+            &self.ln_post_w,
+            &self.ln_post_b,
+            rows,
+            d,
+            LN_EPS,
+        )?;
         let mut z = be.zeros(rows * self.embed)?;
         be.linear(&mut z, &normed, &self.proj, None, Epilogue::Store, rows)?;
         Ok(z)

@@ -167,11 +167,26 @@ impl<B: Backend> AfClip<B> {
                 let c = if r == 1 {
                     f
                 } else {
-                    be.aggregate(&mut aggregated, f, batch, self.grid, self.width, r, AGGREGATION_SIGMA)?;
+                    be.aggregate(
+                        &mut aggregated,
+                        f,
+                        batch,
+                        self.grid,
+                        self.width,
+                        r,
+                        AGGREGATION_SIGMA,
+                    )?;
                     &aggregated
                 };
                 let z = self.adaptor.forward(be, c, batch, t)?;
-                be.state_logits(&mut logits, &z, &self.text, rows, self.embed, 1.0 / TEMPERATURE)?;
+                be.state_logits(
+                    &mut logits,
+                    &z,
+                    &self.text,
+                    rows,
+                    self.embed,
+                    1.0 / TEMPERATURE,
+                )?;
             }
         }
         let mut probs = be.zeros(rows)?;
@@ -179,7 +194,10 @@ impl<B: Backend> AfClip<B> {
         let probs = be.download(&probs)?;
         let image = probs.chunks_exact(t).map(|p| p[0]).collect();
         let maps = if with_maps {
-            let patch: Vec<f32> = probs.chunks_exact(t).flat_map(|p| p[1..].iter().copied()).collect();
+            let patch: Vec<f32> = probs
+                .chunks_exact(t)
+                .flat_map(|p| p[1..].iter().copied())
+                .collect();
             self.maps_from_patches(&patch, batch)?
         } else {
             Vec::new()
@@ -191,7 +209,14 @@ impl<B: Backend> AfClip<B> {
     pub fn maps_from_patches(&self, patch: &[f32], batch: usize) -> Result<Vec<f32>> {
         let be = &self.be;
         let mut maps = be.zeros(batch * self.side * self.side)?;
-        be.anomaly_maps(&mut maps, &be.upload(patch)?, batch, self.grid, self.side, MAP_SIGMA)?;
+        be.anomaly_maps(
+            &mut maps,
+            &be.upload(patch)?,
+            batch,
+            self.grid,
+            self.side,
+            MAP_SIGMA,
+        )?;
         be.download(&maps)
     }
 }

@@ -89,7 +89,11 @@ pub struct Checkpoint {
 /// absolute), else the only `*.safetensors` in `dir`.
 pub fn find_weights(dir: &Path, weights: Option<&Path>) -> Result<PathBuf> {
     if let Some(w) = weights {
-        let p = if w.is_absolute() { w.to_path_buf() } else { dir.join(w) };
+        let p = if w.is_absolute() {
+            w.to_path_buf()
+        } else {
+            dir.join(w)
+        };
         if !p.is_file() {
             bail!("weights file {} does not exist", p.display());
         }
@@ -108,7 +112,10 @@ pub fn find_weights(dir: &Path, weights: Option<&Path>) -> Result<PathBuf> {
     }
     found.sort();
     match found.len() {
-        0 => bail!("model directory {} holds no .safetensors file", dir.display()),
+        0 => bail!(
+            "model directory {} holds no .safetensors file",
+            dir.display()
+        ),
         1 => Ok(found.remove(0)),
         _ => bail!(
             "model directory {} holds {} checkpoints ({}); choose one with --weights FILE",
@@ -334,7 +341,11 @@ fn infer_config(file: &TensorFile, n: &Names) -> Result<ClipConfig> {
     let (vocab, text_width) = (tok[0], tok[1]);
     let tpos = shape_of(file, n.text_pos(), 2)?;
     let context = tpos[0];
-    let fc = if n.hf() { "mlp.fc1.weight" } else { "mlp.c_fc.weight" };
+    let fc = if n.hf() {
+        "mlp.fc1.weight"
+    } else {
+        "mlp.c_fc.weight"
+    };
     let vision_mlp = shape_of(file, &format!("{}.{fc}", n.vision_block(0)), 2)?[0];
     let text_mlp = shape_of(file, &format!("{}.{fc}", n.text_block(0)), 2)?[0];
     Ok(ClipConfig {
@@ -364,7 +375,13 @@ fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-fn read_block(file: &TensorFile, hf: bool, prefix: &str, w: usize, mlp: usize) -> Result<BlockWeights> {
+fn read_block(
+    file: &TensorFile,
+    hf: bool,
+    prefix: &str,
+    w: usize,
+    mlp: usize,
+) -> Result<BlockWeights> {
     let get = |name: &str, shape: &[usize]| file.read(&format!("{prefix}.{name}"), shape);
     let (in_proj_w, in_proj_b) = if hf {
         let mut wq = get("self_attn.q_proj.weight", &[w, w])?;
@@ -381,7 +398,13 @@ fn read_block(file: &TensorFile, hf: bool, prefix: &str, w: usize, mlp: usize) -
         )
     };
     let (ln1, ln2, out, fc, proj) = if hf {
-        ("layer_norm1", "layer_norm2", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
+        (
+            "layer_norm1",
+            "layer_norm2",
+            "self_attn.out_proj",
+            "mlp.fc1",
+            "mlp.fc2",
+        )
     } else {
         ("ln_1", "ln_2", "attn.out_proj", "mlp.c_fc", "mlp.c_proj")
     };
@@ -415,7 +438,11 @@ fn read_vision(file: &TensorFile, n: &Names, c: &ClipConfig) -> Result<VisionWei
     let proj = if n.hf() {
         file.read(n.vision_proj(), &[c.embed_dim, w])?
     } else {
-        transpose(&file.read(n.vision_proj(), &[w, c.embed_dim])?, w, c.embed_dim)
+        transpose(
+            &file.read(n.vision_proj(), &[w, c.embed_dim])?,
+            w,
+            c.embed_dim,
+        )
     };
     let blocks = (0..c.vision_layers)
         .map(|i| read_block(file, n.hf(), &n.vision_block(i), w, c.vision_mlp))
@@ -438,7 +465,11 @@ fn read_text(file: &TensorFile, n: &Names, c: &ClipConfig) -> Result<TextWeights
     let proj = if n.hf() {
         file.read(n.text_proj(), &[c.embed_dim, t])?
     } else {
-        transpose(&file.read(n.text_proj(), &[t, c.embed_dim])?, t, c.embed_dim)
+        transpose(
+            &file.read(n.text_proj(), &[t, c.embed_dim])?,
+            t,
+            c.embed_dim,
+        )
     };
     let blocks = (0..c.text_layers)
         .map(|i| read_block(file, n.hf(), &n.text_block(i), t, c.text_mlp))

@@ -24,7 +24,10 @@ pub fn load_afclip<B: Backend>(
     opts: &ModelOptions,
 ) -> Result<AfClip<B>> {
     if !model_dir.is_dir() {
-        anyhow::bail!("model directory {} does not exist or is not a directory", model_dir.display());
+        anyhow::bail!(
+            "model directory {} does not exist or is not a directory",
+            model_dir.display()
+        );
     }
     let path = find_weights(model_dir, weights)?;
     let ckpt = Checkpoint::load(&path)?;

@@ -73,7 +73,9 @@ pub fn random_checkpoint(config: &ClipConfig, seed: u64) -> Checkpoint {
         pos: f.normal((c.trained_grid * c.trained_grid + 1) * vw, 0.5),
         ln_pre_w: f.around_one(vw),
         ln_pre_b: f.normal(vw, 0.02),
-        blocks: (0..c.vision_layers).map(|_| f.block(vw, c.vision_mlp)).collect(),
+        blocks: (0..c.vision_layers)
+            .map(|_| f.block(vw, c.vision_mlp))
+            .collect(),
         ln_post_w: f.around_one(vw),
         ln_post_b: f.normal(vw, 0.02),
         proj: f.matrix(e, vw),
@@ -81,7 +83,9 @@ pub fn random_checkpoint(config: &ClipConfig, seed: u64) -> Checkpoint {
     let text = TextWeights {
         token_embedding: f.normal(c.vocab * tw, 0.5),
         pos: f.normal(c.context * tw, 0.1),
-        blocks: (0..c.text_layers).map(|_| f.block(tw, c.text_mlp)).collect(),
+        blocks: (0..c.text_layers)
+            .map(|_| f.block(tw, c.text_mlp))
+            .collect(),
         ln_final_w: f.around_one(tw),
         ln_final_b: f.normal(tw, 0.02),
         proj: f.matrix(e, tw),
@@ -115,13 +119,21 @@ pub fn save_openai(ckpt: &Checkpoint, path: &Path) -> Result<()> {
     let mut list: Vec<(String, Vec<usize>, &[f32])> = vec![
         ("visual.conv1.weight".into(), vec![vw, 3, p, p], &v.conv),
         ("visual.class_embedding".into(), vec![vw], &v.cls),
-        ("visual.positional_embedding".into(), vec![c.trained_grid * c.trained_grid + 1, vw], &v.pos),
+        (
+            "visual.positional_embedding".into(),
+            vec![c.trained_grid * c.trained_grid + 1, vw],
+            &v.pos,
+        ),
         ("visual.ln_pre.weight".into(), vec![vw], &v.ln_pre_w),
         ("visual.ln_pre.bias".into(), vec![vw], &v.ln_pre_b),
         ("visual.ln_post.weight".into(), vec![vw], &v.ln_post_w),
         ("visual.ln_post.bias".into(), vec![vw], &v.ln_post_b),
         ("visual.proj".into(), vec![vw, e], &vproj),
-        ("token_embedding.weight".into(), vec![c.vocab, tw], &t.token_embedding),
+        (
+            "token_embedding.weight".into(),
+            vec![c.vocab, tw],
+            &t.token_embedding,
+        ),
         ("positional_embedding".into(), vec![c.context, tw], &t.pos),
         ("ln_final.weight".into(), vec![tw], &t.ln_final_w),
         ("ln_final.bias".into(), vec![tw], &t.ln_final_b),
@@ -131,7 +143,14 @@ pub fn save_openai(ckpt: &Checkpoint, path: &Path) -> Result<()> {
         .blocks
         .iter()
         .enumerate()
-        .map(|(i, b)| (format!("visual.transformer.resblocks.{i}"), b, vw, c.vision_mlp))
+        .map(|(i, b)| {
+            (
+                format!("visual.transformer.resblocks.{i}"),
+                b,
+                vw,
+                c.vision_mlp,
+            )
+        })
         .chain(
             t.blocks
                 .iter()

@@ -25,7 +25,10 @@ pub fn state_text_features<B: Backend>(
     let mut eot = Vec::with_capacity(n);
     for (s, seq) in ids.iter().enumerate() {
         if let Some(&bad) = seq.iter().find(|&&id| id as usize >= cfg.vocab) {
-            bail!("token id {bad} is outside the model's vocabulary of {}", cfg.vocab);
+            bail!(
+                "token id {bad} is outside the model's vocabulary of {}",
+                cfg.vocab
+            );
         }
         // Padded ids (0) after the sentence; the EOT has the largest id, as in CLIP.
         let mut padded = seq.clone();
@@ -38,7 +41,10 @@ pub fn state_text_features<B: Backend>(
             .unwrap_or(0);
         let pos = PROMPT_LEN + argmax;
         if pos >= ctx {
-            bail!("prompt of {PROMPT_LEN} vectors plus {} tokens exceeds the context of {ctx}", seq.len());
+            bail!(
+                "prompt of {PROMPT_LEN} vectors plus {} tokens exceeds the context of {ctx}",
+                seq.len()
+            );
         }
         eot.push(pos);
         let rows = x[s * ctx * t..(s + 1) * ctx * t].chunks_exact_mut(t);
@@ -75,7 +81,11 @@ pub fn state_text_features<B: Backend>(
         let v = &normed[(s * ctx + pos) * t..(s * ctx + pos + 1) * t];
         let o = &mut out[s * e..(s + 1) * e];
         for (k, ok) in o.iter_mut().enumerate() {
-            *ok = w.proj[k * t..(k + 1) * t].iter().zip(v).map(|(a, b)| a * b).sum();
+            *ok = w.proj[k * t..(k + 1) * t]
+                .iter()
+                .zip(v)
+                .map(|(a, b)| a * b)
+                .sum();
         }
         let norm = o.iter().map(|v| v * v).sum::<f32>().sqrt();
         o.iter_mut().for_each(|v| *v /= norm);

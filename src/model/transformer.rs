@@ -59,12 +59,48 @@ impl<B: Backend> Block<B> {
         let w = self.width;
         let s = scratch;
         be.layer_norm(&mut s.normed, x, &self.ln1_w, &self.ln1_b, rows, w, LN_EPS)?;
-        be.linear(&mut s.qkv, &s.normed, &self.in_proj, Some(&self.in_proj_b), Epilogue::Store, rows)?;
-        be.attention(&mut s.attn, &s.qkv, batch, tokens, w / HEAD_DIM, HEAD_DIM, causal)?;
-        be.linear(x, &s.attn, &self.out, Some(&self.out_b), Epilogue::Accumulate, rows)?;
+        be.linear(
+            &mut s.qkv,
+            &s.normed,
+            &self.in_proj,
+            Some(&self.in_proj_b),
+            Epilogue::Store,
+            rows,
+        )?;
+        be.attention(
+            &mut s.attn,
+            &s.qkv,
+            batch,
+            tokens,
+            w / HEAD_DIM,
+            HEAD_DIM,
+            causal,
+        )?;
+        be.linear(
+            x,
+            &s.attn,
+            &self.out,
+            Some(&self.out_b),
+            Epilogue::Accumulate,
+            rows,
+        )?;
         be.layer_norm(&mut s.normed, x, &self.ln2_w, &self.ln2_b, rows, w, LN_EPS)?;
-        be.linear(&mut s.hidden, &s.normed, &self.fc, Some(&self.fc_b), Epilogue::QuickGelu, rows)?;
-        be.linear(x, &s.hidden, &self.proj, Some(&self.proj_b), Epilogue::Accumulate, rows)
+        be.linear(
+            &mut s.hidden,
+            &s.normed,
+            &self.fc,
+            Some(&self.fc_b),
+            Epilogue::QuickGelu,
+            rows,
+        )?;
+        be.linear(
+            x,
+            &s.hidden,
+            &self.proj,
+            Some(&self.proj_b),
+            Epilogue::Accumulate,
+            rows,
+        )
     }
 
     pub fn scratch(&self, be: &B, rows: usize) -> Result<BlockScratch<B>> {

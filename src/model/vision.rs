@@ -74,13 +74,28 @@ impl<B: Backend> VisionTower<B> {
         let mut cols = be.zeros(batch * n * 3 * p * p)?;
         be.patch_im2col(&mut cols, pixels, batch, self.side, p)?;
         let mut patches = be.zeros(batch * n * w)?;
-        be.linear(&mut patches, &cols, &self.conv, None, Epilogue::Store, batch * n)?;
+        be.linear(
+            &mut patches,
+            &cols,
+            &self.conv,
+            None,
+            Epilogue::Store,
+            batch * n,
+        )?;
         drop(cols);
         let mut embedded = be.zeros(batch * t * w)?;
         be.embed_tokens(&mut embedded, &patches, &self.cls, &self.pos, batch, n, w)?;
         drop(patches);
         let mut x = be.zeros(batch * t * w)?;
-        be.layer_norm(&mut x, &embedded, &self.ln_pre_w, &self.ln_pre_b, batch * t, w, LN_EPS)?;
+        be.layer_norm(
+            &mut x,
+            &embedded,
+            &self.ln_pre_w,
+            &self.ln_pre_b,
+            batch * t,
+            w,
+            LN_EPS,
+        )?;
         drop(embedded);
         let mut scratch = self.blocks[0].scratch(be, batch * t)?;
         let mut features = Vec::with_capacity(self.layers.len());

@@ -6,7 +6,8 @@ use crate::data::decode::Pixels;
 /// Matplotlib-like jet colour of `v` in `[0, 1]`.
 pub fn jet(v: f32) -> [u8; 3] {
     let v = v.clamp(0.0, 1.0);
-    let channel = |offset: f32| ((1.5 - (4.0 * v - offset).abs()).clamp(0.0, 1.0) * 255.0).round() as u8;
+    let channel =
+        |offset: f32| ((1.5 - (4.0 * v - offset).abs()).clamp(0.0, 1.0) * 255.0).round() as u8;
     [channel(3.0), channel(2.0), channel(1.0)]
 }
 
@@ -37,7 +38,12 @@ mod tests {
 
     #[test]
     fn overlay_blends_evenly() {
-        let img = Pixels { width: 1, height: 1, channels: 3, data: vec![255, 255, 255] };
+        let img = Pixels {
+            width: 1,
+            height: 1,
+            channels: 3,
+            data: vec![255, 255, 255],
+        };
         assert_eq!(overlay(&img, &[1.0]), vec![192, 128, 128]);
     }
 }

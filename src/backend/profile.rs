@@ -1,0 +1,198 @@
+//! A [`Backend`] wrapper that times every op (wall clock, per op name) and counts GEMM flops,
+//! for benches and `--profile` runs. Ops are timed as the inner backend returns from them, so
+//! an asynchronous backend must synchronise inside its ops for the split to be meaningful.
+
+use super::{Backend, Epilogue};
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Default, Debug)]
+pub struct OpStats {
+    pub calls: u64,
+    pub time: Duration,
+    /// 2·m·n·k summed, for `linear` and `attention` (`QKᵀ` and `PV`).
+    pub flops: f64,
+}
+
+pub struct Profiled<B: Backend> {
+    inner: B,
+    stats: Mutex<BTreeMap<&'static str, OpStats>>,
+}
+
+impl<B: Backend> Profiled<B> {
+    pub fn new(inner: B) -> Self {
+        Self {
+            inner,
+            stats: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Per-op totals since the last reset, by op name.
+    pub fn stats(&self) -> BTreeMap<&'static str, OpStats> {
+        self.stats.lock().expect("stats lock").clone()
+    }
+
+    pub fn reset(&self) {
+        self.stats.lock().expect("stats lock").clear();
+    }
+
+    fn time<T>(&self, op: &'static str, flops: f64, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        let mut stats = self.stats.lock().expect("stats lock");
+        let s = stats.entry(op).or_default();
+        s.calls += 1;
+        s.time += start.elapsed();
+        s.flops += flops;
+        out
+    }
+}
+
+impl<B: Backend> Backend for Profiled<B> {
+    type Buf = B::Buf;
+    type Mat = (B::Mat, usize, usize);
+
+    fn name(&self) -> String {
+        format!("{} (profiled)", self.inner.name())
+    }
+    fn upload(&self, host: &[f32]) -> Result<Self::Buf> {
+        self.time("upload", 0.0, || self.inner.upload(host))
+    }
+    fn zeros(&self, len: usize) -> Result<Self::Buf> {
+        self.time("zeros", 0.0, || self.inner.zeros(len))
+    }
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>> {
+        self.time("download", 0.0, || self.inner.download(buf))
+    }
+    fn buf_len(&self, buf: &Self::Buf) -> usize {
+        self.inner.buf_len(buf)
+    }
+    fn upload_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<Self::Mat> {
+        Ok((self.inner.upload_mat(w, out_dim, in_dim)?, out_dim, in_dim))
+    }
+    fn linear(
+        &self,
+        y: &mut Self::Buf,
+        x: &Self::Buf,
+        w: &Self::Mat,
+        bias: Option<&Self::Buf>,
+        epilogue: Epilogue,
+        rows: usize,
+    ) -> Result<()> {
+        let flops = 2.0 * rows as f64 * w.1 as f64 * w.2 as f64;
+        self.time("linear", flops, || {
+            self.inner.linear(y, x, &w.0, bias, epilogue, rows)
+        })
+    }
+    fn layer_norm(
+        &self,
+        y: &mut Self::Buf,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()> {
+        self.time("layer_norm", 0.0, || {
+            self.inner.layer_norm(y, x, gamma, beta, rows, dim, eps)
+        })
+    }
+    fn attention(
+        &self,
+        out: &mut Self::Buf,
+        qkv: &Self::Buf,
+        batch: usize,
+        tokens: usize,
+        heads: usize,
+        head_dim: usize,
+        causal: bool,
+    ) -> Result<()> {
+        let flops = 4.0 * (batch * heads) as f64 * (tokens * tokens * head_dim) as f64;
+        self.time("attention", flops, || {
+            self.inner
+                .attention(out, qkv, batch, tokens, heads, head_dim, causal)
+        })
+    }
+    fn patch_im2col(
+        &self,
+        cols: &mut Self::Buf,
+        images: &Self::Buf,
+        batch: usize,
+        side: usize,
+        patch: usize,
+    ) -> Result<()> {
+        self.time("patch_im2col", 0.0, || {
+            self.inner.patch_im2col(cols, images, batch, side, patch)
+        })
+    }
+    fn embed_tokens(
+        &self,
+        x: &mut Self::Buf,
+        patches: &Self::Buf,
+        cls: &Self::Buf,
+        pos: &Self::Buf,
+        batch: usize,
+        n_patches: usize,
+        dim: usize,
+    ) -> Result<()> {
+        self.time("embed_tokens", 0.0, || {
+            self.inner
+                .embed_tokens(x, patches, cls, pos, batch, n_patches, dim)
+        })
+    }
+    fn aggregate(
+        &self,
+        out: &mut Self::Buf,
+        x: &Self::Buf,
+        batch: usize,
+        grid: usize,
+        dim: usize,
+        window: usize,
+        sigma: f32,
+    ) -> Result<()> {
+        self.time("aggregate", 0.0, || {
+            self.inner
+                .aggregate(out, x, batch, grid, dim, window, sigma)
+        })
+    }
+    fn state_logits(
+        &self,
+        logits: &mut Self::Buf,
+        z: &Self::Buf,
+        text: &Self::Buf,
+        rows: usize,
+        dim: usize,
+        scale: f32,
+    ) -> Result<()> {
+        self.time("state_logits", 0.0, || {
+            self.inner.state_logits(logits, z, text, rows, dim, scale)
+        })
+    }
+    fn abnormal_probability(
+        &self,
+        probs: &mut Self::Buf,
+        logits: &Self::Buf,
+        rows: usize,
+    ) -> Result<()> {
+        self.time("abnormal_probability", 0.0, || {
+            self.inner.abnormal_probability(probs, logits, rows)
+        })
+    }
+    fn anomaly_maps(
+        &self,
+        maps: &mut Self::Buf,
+        patch: &Self::Buf,
+        batch: usize,
+        grid: usize,
+        side: usize,
+        sigma: f32,
+    ) -> Result<()> {
+        self.time("anomaly_maps", 0.0, || {
+            self.inner
+                .anomaly_maps(maps, patch, batch, grid, side, sigma)
+        })
+    }
+}
