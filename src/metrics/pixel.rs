@@ -1,0 +1,741 @@
+//! Pixel-level metrics of one category: AUROC, AP, max-F1, PRO and `aupro_exact`, exactly,
+//! without sorting a copy of the pixels.
+//!
+//! Input: `n` maps (row-major f32, `h_i x w_i`) with masks of the same shape (non-zero =
+//! anomalous). Every metric is a function of the pixels' tie groups in descending score order
+//! (see `ranking`, `aupro`) and, for PRO, of per-threshold histograms (see `pro`).
+//!
+//! Passes, each parallel over images:
+//! 1. survey: check shapes and finiteness, min/max, class counts, and a histogram of the
+//!    anomalous pixels over the top 16 bits of their order key (`keys::key32`).
+//! 2. per key window (usually one; several only when the anomalous pixels would not fit the
+//!    memory budget): (a) label the masks' 8-connected regions, bin every pixel for the
+//!    200-threshold PRO (first window only) and collect the anomalous pixels' keys with their
+//!    region area — as `key << 32 | area` pairs, radix-sorted, or, for a 2^16-key bucket too
+//!    dense for pairs, a direct per-key count — giving the distinct anomalous keys `d[j]` with
+//!    counts and region weights `Σ 1/area`; (b) per image, radix-sort the normal pixels' keys
+//!    and merge them into `d` (galloping search), counting normal pixels equal to `d[j]` and
+//!    strictly between `d[j-1]` and `d[j]` (atomic counters); (c) sweep the window's groups in
+//!    descending order into the ranking and AUPRO accumulators.
+//!
+//! Memory beyond the inputs: per window at most ~15% of the maps' bytes (24 bytes per
+//! anomalous pixel or per dense bucket key), plus two 4-byte keys per pixel of one image per
+//! thread. Results do not depend on the thread count.
+
+use super::aupro::AuproSweep;
+use super::keys::{key32, radix_sort};
+use super::pro::{ProHistogram, ProThresholds};
+use super::ranking::RankSweep;
+use super::regions::Regions;
+use super::report::PixelMetrics;
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// One anomaly map with its ground-truth mask (both row-major `height x width`).
+#[derive(Clone, Copy, Debug)]
+pub struct PixelImage<'a> {
+    pub scores: &'a [f32],
+    pub mask: &'a [u8],
+    pub height: usize,
+    pub width: usize,
+}
+
+const BUCKET_BITS: u32 = 16;
+const BUCKETS: usize = 1 << BUCKET_BITS;
+const LOW_MASK: u32 = (1 << BUCKET_BITS) - 1;
+/// Bytes per collected anomalous pixel: pair + sort scratch, then distinct arrays + counters.
+const BYTES_PER_PAIR: usize = 24;
+const MIN_WINDOW_BYTES: usize = 16 << 20;
+
+/// Pixel metrics of one category; `what` names it in warnings (one class only, undefined
+/// PRO). Errors on a shape mismatch or a non-finite score.
+pub fn pixel_metrics(
+    images: &[PixelImage<'_>],
+    what: &str,
+    warnings: &mut Vec<String>,
+) -> Result<PixelMetrics> {
+    let total: usize = images.iter().map(|im| im.height * im.width).sum();
+    let threads = rayon::current_num_threads().max(1);
+    let limits = Limits {
+        window_bytes: MIN_WINDOW_BYTES.max(total.saturating_mul(4) * 3 / 20),
+        dense_bytes: BUCKETS * (12 * threads + BYTES_PER_PAIR),
+    };
+    pixel_metrics_within(images, what, warnings, limits)
+}
+
+/// Memory limits of the collect pass: bytes per window, and the cost of one dense bucket
+/// (buckets whose pairs would cost more are counted densely).
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    window_bytes: usize,
+    dense_bytes: usize,
+}
+
+fn pixel_metrics_within(
+    images: &[PixelImage<'_>],
+    what: &str,
+    warnings: &mut Vec<String>,
+    limits: Limits,
+) -> Result<PixelMetrics> {
+    let total: u64 = images.iter().map(|im| (im.height * im.width) as u64).sum();
+    if total >= u32::MAX as u64 {
+        bail!(
+            "{what}: {total} pixels; at most {} are supported",
+            u32::MAX - 1
+        );
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let ranges = partition(images, threads);
+    let survey = ranges
+        .par_iter()
+        .map(|r| survey(images, r.clone()))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .reduce(Survey::merge)
+        .unwrap_or_else(Survey::new);
+    if survey.n_pos == 0 || survey.n_neg == 0 {
+        warnings.push(format!(
+            "{what}: pixel metrics undefined: {} anomalous and {} normal pixels \
+             (both classes are needed)",
+            survey.n_pos, survey.n_neg
+        ));
+        return Ok(PixelMetrics::default());
+    }
+    let thresholds = ProThresholds::new(survey.min, survey.max);
+    let windows = plan_windows(&survey.pos_hist, limits);
+
+    let mut rank = RankSweep::new(survey.n_pos, survey.n_neg);
+    let mut aupro: Option<AuproSweep> = None;
+    let mut n_regions = 0u64;
+    let mut pro_hist: Option<ProHistogram> = None;
+    for (w, window) in windows.iter().enumerate() {
+        let pro_grid = if w == 0 { thresholds.as_ref() } else { None };
+        let parts = ranges
+            .par_iter()
+            .map(|r| collect_anomalous(images, r.clone(), window, pro_grid))
+            .collect::<Vec<_>>();
+        if w == 0 {
+            n_regions = parts.iter().map(|p| p.n_regions).sum::<u64>();
+            pro_hist = pro_grid.map(|g| {
+                let mut h = ProHistogram::new(g);
+                for ph in parts.iter().filter_map(|p| p.pro.as_ref()) {
+                    h.merge(ph);
+                }
+                h
+            });
+        }
+        let distinct = Distinct::build(parts, window);
+        let slots = count_normal(images, window, &distinct.keys);
+        let aupro = aupro.get_or_insert_with(|| AuproSweep::new(survey.n_neg, n_regions));
+        let mut push = |pos: u64, neg: u64, weight: f64| {
+            rank.push(pos, neg);
+            aupro.push(neg, weight);
+        };
+        let d = distinct.keys.len();
+        push(0, slots.below[d].load(Ordering::Relaxed) as u64, 0.0);
+        for j in (0..d).rev() {
+            let eq = slots.eq[j].load(Ordering::Relaxed) as u64;
+            push(distinct.count[j] as u64, eq, distinct.weight[j]);
+            push(0, slots.below[j].load(Ordering::Relaxed) as u64, 0.0);
+        }
+    }
+
+    let mut undefined = |name: &str, why: String| {
+        warnings.push(format!("{what}: {name} undefined: {why}"));
+    };
+    let ranking = rank.finish();
+    let aupro_exact = aupro.and_then(AuproSweep::finish);
+    if aupro_exact.is_none() {
+        undefined("aupro_exact", "no ground-truth regions".into());
+    }
+    let pro = match &pro_hist {
+        Some(h) => h.pro(n_regions, survey.n_neg),
+        None => Err(format!(
+            "every score equals {} (np.arange gives no thresholds)",
+            survey.min
+        )),
+    };
+    let pro = pro.map_err(|why| undefined("PRO", why)).ok();
+    Ok(PixelMetrics {
+        auroc: ranking.map(|r| r.auroc),
+        ap: ranking.map(|r| r.ap),
+        max_f1: ranking.map(|r| r.max_f1),
+        pro,
+        aupro_exact,
+    })
+}
+
+/// Splits the images into `parts` contiguous ranges of about equal pixel count.
+fn partition(images: &[PixelImage<'_>], parts: usize) -> Vec<Range<usize>> {
+    let total: usize = images.iter().map(|im| im.height * im.width).sum();
+    let mut out = Vec::with_capacity(parts);
+    let (mut start, mut acc) = (0, 0usize);
+    for (i, im) in images.iter().enumerate() {
+        acc += im.height * im.width;
+        if acc * parts >= total * (out.len() + 1) && out.len() + 1 < parts {
+            out.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    out.push(start..images.len());
+    out
+}
+
+/// Pass 1 result for a range of images.
+struct Survey {
+    min: f32,
+    max: f32,
+    n_pos: u64,
+    n_neg: u64,
+    /// Anomalous pixels per top-16-bit key bucket.
+    pos_hist: Vec<u64>,
+}
+
+impl Survey {
+    fn new() -> Self {
+        Survey {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            n_pos: 0,
+            n_neg: 0,
+            pos_hist: vec![0; BUCKETS],
+        }
+    }
+
+    fn merge(mut self, other: Survey) -> Survey {
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.n_pos += other.n_pos;
+        self.n_neg += other.n_neg;
+        for (a, b) in self.pos_hist.iter_mut().zip(&other.pos_hist) {
+            *a += b;
+        }
+        self
+    }
+}
+
+fn survey(images: &[PixelImage<'_>], range: Range<usize>) -> Result<Survey> {
+    let mut s = Survey::new();
+    for i in range {
+        let im = &images[i];
+        let n = im.height * im.width;
+        if im.scores.len() != n || im.mask.len() != n {
+            bail!(
+                "image {i}: {}x{} map with {} scores and {} mask pixels",
+                im.height,
+                im.width,
+                im.scores.len(),
+                im.mask.len()
+            );
+        }
+        let (mut mn, mut mx) = (f32::INFINITY, f32::NEG_INFINITY);
+        let mut n_pos = 0u64;
+        let mut finite = true;
+        for (&v, &m) in im.scores.iter().zip(im.mask) {
+            finite &= v.is_finite();
+            mn = mn.min(v);
+            mx = mx.max(v);
+            if m != 0 {
+                n_pos += 1;
+                s.pos_hist[(key32(v) >> BUCKET_BITS) as usize] += 1;
+            }
+        }
+        if !finite {
+            let at = im.scores.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            bail!(
+                "image {i}: score {} at row {}, column {} is not finite",
+                im.scores[at],
+                at / im.width.max(1),
+                at % im.width.max(1)
+            );
+        }
+        s.min = s.min.min(mn);
+        s.max = s.max.max(mx);
+        s.n_pos += n_pos;
+        s.n_neg += n as u64 - n_pos;
+    }
+    Ok(s)
+}
+
+/// A range of keys `lo..=hi` handled in one collect/count pass; `heavy` lists (ascending) the
+/// buckets counted densely per key instead of collected as pairs.
+struct Window {
+    lo: u32,
+    hi: u32,
+    heavy: Vec<usize>,
+}
+
+/// Cuts the key space into windows, from the top, each within `limits.window_bytes` of
+/// collected anomalous pixels (a single bucket may exceed it). A bucket is dense when its
+/// pairs would cost more than per-key counters.
+fn plan_windows(pos_hist: &[u64], limits: Limits) -> Vec<Window> {
+    let (budget, dense_cost) = (limits.window_bytes, limits.dense_bytes);
+    let mut windows = Vec::new();
+    let (mut hi, mut cost, mut heavy) = (u32::MAX, 0usize, Vec::new());
+    for b in (0..BUCKETS).rev() {
+        let c = pos_hist[b] as usize;
+        if c == 0 {
+            continue;
+        }
+        let is_heavy = c * BYTES_PER_PAIR > dense_cost;
+        let bc = if is_heavy {
+            dense_cost
+        } else {
+            c * BYTES_PER_PAIR
+        };
+        if cost > 0 && cost + bc > budget {
+            let lo = ((b + 1) as u32) << BUCKET_BITS;
+            heavy.reverse();
+            windows.push(Window {
+                lo,
+                hi,
+                heavy: std::mem::take(&mut heavy),
+            });
+            hi = lo - 1;
+            cost = 0;
+        }
+        cost += bc;
+        if is_heavy {
+            heavy.push(b);
+        }
+    }
+    heavy.reverse();
+    windows.push(Window { lo: 0, hi, heavy });
+    windows
+}
+
+/// Per-key counts of one dense bucket.
+struct DenseBucket {
+    count: Vec<u32>,
+    weight: Vec<f64>,
+}
+
+/// Pass 2a result for a range of images.
+struct Collected {
+    pairs: Vec<u64>,
+    dense: Vec<DenseBucket>,
+    pro: Option<ProHistogram>,
+    n_regions: u64,
+}
+
+fn collect_anomalous(
+    images: &[PixelImage<'_>],
+    range: Range<usize>,
+    window: &Window,
+    pro_grid: Option<&ProThresholds>,
+) -> Collected {
+    let mut dense_slot = vec![];
+    if !window.heavy.is_empty() {
+        dense_slot = vec![u32::MAX; BUCKETS];
+        for (s, &b) in window.heavy.iter().enumerate() {
+            dense_slot[b] = s as u32;
+        }
+    }
+    let mut out = Collected {
+        pairs: Vec::new(),
+        dense: window
+            .heavy
+            .iter()
+            .map(|_| DenseBucket {
+                count: vec![0; BUCKETS],
+                weight: vec![0.0; BUCKETS],
+            })
+            .collect(),
+        pro: pro_grid.map(ProHistogram::new),
+        n_regions: 0,
+    };
+    let mut regions = Regions::default();
+    for im in &images[range] {
+        regions.label(im.mask, im.height, im.width);
+        out.n_regions += regions.count as u64;
+        let mut pos = 0;
+        for run in &regions.runs {
+            let start = run.row as usize * im.width + run.start as usize;
+            let end = run.row as usize * im.width + run.end as usize;
+            if let (Some(h), Some(g)) = (out.pro.as_mut(), pro_grid) {
+                for &v in &im.scores[pos..start] {
+                    h.neg[g.bin(v)] += 1;
+                }
+            }
+            pos = end;
+            let weight = 1.0 / run.area as f64;
+            for &v in &im.scores[start..end] {
+                if let (Some(h), Some(g)) = (out.pro.as_mut(), pro_grid) {
+                    h.region_weight[g.bin(v)] += weight;
+                }
+                let k = key32(v);
+                if k < window.lo || k > window.hi {
+                    continue;
+                }
+                match dense_slot.get((k >> BUCKET_BITS) as usize) {
+                    Some(&s) if s != u32::MAX => {
+                        let d = &mut out.dense[s as usize];
+                        d.count[(k & LOW_MASK) as usize] += 1;
+                        d.weight[(k & LOW_MASK) as usize] += weight;
+                    }
+                    _ => out.pairs.push((k as u64) << 32 | run.area as u64),
+                }
+            }
+        }
+        if let (Some(h), Some(g)) = (out.pro.as_mut(), pro_grid) {
+            for &v in &im.scores[pos..] {
+                h.neg[g.bin(v)] += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The distinct anomalous keys of a window, ascending, with counts and region weights.
+struct Distinct {
+    keys: Vec<u32>,
+    count: Vec<u32>,
+    weight: Vec<f64>,
+}
+
+impl Distinct {
+    fn build(parts: Vec<Collected>, window: &Window) -> Distinct {
+        let n: usize = parts.iter().map(|p| p.pairs.len()).sum();
+        let mut pairs = Vec::with_capacity(n);
+        let mut dense: Vec<DenseBucket> = Vec::new();
+        for mut p in parts {
+            pairs.append(&mut p.pairs);
+            drop(p.pairs);
+            if dense.is_empty() {
+                dense = p.dense;
+            } else {
+                for (a, b) in dense.iter_mut().zip(&p.dense) {
+                    for (x, y) in a.count.iter_mut().zip(&b.count) {
+                        *x += y;
+                    }
+                    for (x, y) in a.weight.iter_mut().zip(&b.weight) {
+                        *x += y;
+                    }
+                }
+            }
+        }
+        radix_sort(&mut pairs, &mut Vec::new());
+        let mut d = Distinct {
+            keys: Vec::new(),
+            count: Vec::new(),
+            weight: Vec::new(),
+        };
+        let mut i = 0;
+        let flush_below = |d: &mut Distinct, limit: u64, i: &mut usize| {
+            while *i < pairs.len() && pairs[*i] >> 32 < limit {
+                let key = (pairs[*i] >> 32) as u32;
+                let (mut c, mut w) = (0u32, 0f64);
+                while *i < pairs.len() && (pairs[*i] >> 32) as u32 == key {
+                    c += 1;
+                    w += 1.0 / (pairs[*i] as u32) as f64;
+                    *i += 1;
+                }
+                d.keys.push(key);
+                d.count.push(c);
+                d.weight.push(w);
+            }
+        };
+        for (&b, bucket) in window.heavy.iter().zip(&dense) {
+            let base = (b as u32) << BUCKET_BITS;
+            flush_below(&mut d, base as u64, &mut i);
+            for low in 0..BUCKETS {
+                if bucket.count[low] > 0 {
+                    d.keys.push(base | low as u32);
+                    d.count.push(bucket.count[low]);
+                    d.weight.push(bucket.weight[low]);
+                }
+            }
+        }
+        flush_below(&mut d, u64::MAX, &mut i);
+        d
+    }
+}
+
+/// Normal-pixel counts per slot: `eq[j]` with key `d[j]`, `below[j]` strictly between
+/// `d[j-1]` and `d[j]` (`below[len]`: above the last).
+struct Slots {
+    eq: Vec<AtomicU32>,
+    below: Vec<AtomicU32>,
+}
+
+fn count_normal(images: &[PixelImage<'_>], window: &Window, d: &[u32]) -> Slots {
+    let slots = Slots {
+        eq: (0..d.len()).map(|_| AtomicU32::new(0)).collect(),
+        below: (0..=d.len()).map(|_| AtomicU32::new(0)).collect(),
+    };
+    let (lo, hi) = (window.lo, window.hi);
+    images.par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(buf, scratch): &mut (Vec<u32>, Vec<u32>), im| {
+            buf.clear();
+            buf.reserve(im.scores.len());
+            for (&v, &m) in im.scores.iter().zip(im.mask) {
+                let k = key32(v);
+                if m == 0 && k >= lo && k <= hi {
+                    buf.push(k);
+                }
+            }
+            radix_sort(buf, scratch);
+            let mut j = 0usize;
+            for run in buf.chunk_by(|a, b| a == b) {
+                let k = run[0];
+                if j < d.len() && d[j] < k {
+                    // Gallop: d[j] < k; find the first index with d >= k.
+                    let mut step = 1;
+                    while j + step < d.len() && d[j + step] < k {
+                        j += step;
+                        step *= 2;
+                    }
+                    let end = (j + step).min(d.len());
+                    j = j + 1 + d[j + 1..end].partition_point(|&x| x < k);
+                }
+                let c = run.len() as u32;
+                if j < d.len() && d[j] == k {
+                    slots.eq[j].fetch_add(c, Ordering::Relaxed);
+                } else {
+                    slots.below[j].fetch_add(c, Ordering::Relaxed);
+                }
+            }
+        },
+    );
+    slots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::keys::key64;
+    use crate::metrics::ranking::rank_scores;
+
+    struct Case {
+        maps: Vec<Vec<f32>>,
+        masks: Vec<Vec<u8>>,
+        shapes: Vec<(usize, usize)>,
+    }
+
+    impl Case {
+        fn images(&self) -> Vec<PixelImage<'_>> {
+            (0..self.maps.len())
+                .map(|i| PixelImage {
+                    scores: &self.maps[i],
+                    mask: &self.masks[i],
+                    height: self.shapes[i].0,
+                    width: self.shapes[i].1,
+                })
+                .collect()
+        }
+    }
+
+    fn random_case(seed: u64, levels: u64) -> Case {
+        let mut s = seed;
+        let mut next = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s >> 33
+        };
+        let n = 1 + next() as usize % 5;
+        let mut case = Case {
+            maps: vec![],
+            masks: vec![],
+            shapes: vec![],
+        };
+        for _ in 0..n {
+            let (h, w) = (3 + next() as usize % 20, 3 + next() as usize % 20);
+            let (cy, cx, r) = (
+                next() as usize % h,
+                next() as usize % w,
+                next() as usize % 6,
+            );
+            let mut map = Vec::with_capacity(h * w);
+            let mut mask = Vec::with_capacity(h * w);
+            for y in 0..h {
+                for x in 0..w {
+                    let inside =
+                        y.abs_diff(cy).pow(2) + x.abs_diff(cx).pow(2) <= r * r || next() % 40 == 0;
+                    let v =
+                        (next() % levels) as f32 / levels as f32 + if inside { 0.3 } else { 0.0 };
+                    map.push(if next() % 9 == 0 { -v } else { v });
+                    mask.push(u8::from(inside) * 255);
+                }
+            }
+            case.maps.push(map);
+            case.masks.push(mask);
+            case.shapes.push((h, w));
+        }
+        case
+    }
+
+    /// Sort-based reference: every pixel with its region weight, grouped by score.
+    fn naive(case: &Case) -> PixelMetrics {
+        let mut all = Vec::new();
+        let mut labels = Vec::new();
+        let mut weighted = Vec::new();
+        let mut n_regions = 0u64;
+        let mut regions = Regions::default();
+        for (i, map) in case.maps.iter().enumerate() {
+            let (h, w) = case.shapes[i];
+            regions.label(&case.masks[i], h, w);
+            n_regions += regions.count as u64;
+            let mut area = vec![0u32; h * w];
+            for r in &regions.runs {
+                for x in r.start..r.end {
+                    area[r.row as usize * w + x as usize] = r.area;
+                }
+            }
+            for (p, &v) in map.iter().enumerate() {
+                all.push(v as f64);
+                labels.push(case.masks[i][p] != 0);
+                let wgt = if area[p] > 0 {
+                    1.0 / area[p] as f64
+                } else {
+                    0.0
+                };
+                weighted.push((v, area[p] > 0, wgt));
+            }
+        }
+        let rank = rank_scores(&all, &labels).unwrap();
+        let n_neg = labels.iter().filter(|&&l| !l).count() as u64;
+        // Exact AUPRO by sorting.
+        let mut sorted = weighted.clone();
+        sorted.sort_by_key(|p| std::cmp::Reverse(key64(p.0 as f64)));
+        let mut sweep = AuproSweep::new(n_neg, n_regions);
+        for g in sorted.chunk_by(|a, b| a.0 == b.0) {
+            let neg = g.iter().filter(|p| !p.1).count() as u64;
+            sweep.push(neg, g.iter().map(|p| p.2).sum());
+        }
+        let aupro = sweep.finish();
+        // 200-threshold PRO by thresholding.
+        let mn = weighted.iter().map(|p| p.0).fold(f32::INFINITY, f32::min);
+        let mx = weighted
+            .iter()
+            .map(|p| p.0)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let pro = ProThresholds::new(mn, mx).and_then(|g| {
+            let mut pts = Vec::new();
+            for &t in g.values() {
+                let fp = weighted.iter().filter(|p| !p.1 && p.0 as f64 > t).count();
+                let tpw: f64 = weighted
+                    .iter()
+                    .filter(|p| p.1 && p.0 as f64 > t)
+                    .map(|p| p.2)
+                    .sum();
+                let fpr = fp as f64 / n_neg as f64;
+                if fpr < 0.3 {
+                    pts.push((fpr, tpw / n_regions as f64));
+                }
+            }
+            let max = pts.iter().map(|p| p.0).fold(0.0, f64::max);
+            (pts.len() >= 2 && max > 0.0 && n_regions > 0).then(|| {
+                pts.windows(2)
+                    .map(|w| (w[0].0 - w[1].0) / max * (w[0].1 + w[1].1) / 2.0)
+                    .sum()
+            })
+        });
+        PixelMetrics {
+            auroc: rank.map(|r| r.auroc),
+            ap: rank.map(|r| r.ap),
+            max_f1: rank.map(|r| r.max_f1),
+            pro,
+            aupro_exact: aupro,
+        }
+    }
+
+    fn close(a: Option<f64>, b: Option<f64>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn equals_sort_based_reference_under_any_window_plan() {
+        let plans = [
+            Limits {
+                window_bytes: 1 << 30,
+                dense_bytes: 1 << 30,
+            },
+            Limits {
+                window_bytes: 10 * BYTES_PER_PAIR,
+                dense_bytes: 1 << 30,
+            },
+            Limits {
+                window_bytes: 30 * BYTES_PER_PAIR,
+                dense_bytes: 3 * BYTES_PER_PAIR,
+            },
+            Limits {
+                window_bytes: 1,
+                dense_bytes: 1,
+            },
+        ];
+        for seed in 0..60u64 {
+            let case = random_case(seed, [3, 17, 1000, 1 << 20][seed as usize % 4]);
+            let want = naive(&case);
+            for limits in plans {
+                let mut warnings = Vec::new();
+                let m = pixel_metrics_within(&case.images(), "t", &mut warnings, limits).unwrap();
+                let ctx = format!("seed {seed} {limits:?}: {m:?}");
+                assert!(close(m.auroc, want.auroc), "{ctx} {want:?}");
+                assert!(close(m.ap, want.ap), "{ctx} {want:?}");
+                assert!(close(m.max_f1, want.max_f1), "{ctx} {want:?}");
+                assert!(close(m.pro, want.pro), "{ctx} {want:?}");
+                assert!(close(m.aupro_exact, want.aupro_exact), "{ctx} {want:?}");
+                let expected = if m.auroc.is_none() {
+                    1
+                } else {
+                    [m.pro, m.aupro_exact]
+                        .iter()
+                        .filter(|v| v.is_none())
+                        .count()
+                };
+                assert_eq!(warnings.len(), expected, "{ctx} {warnings:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_class_and_bad_input() {
+        let map = [0.1f32, 0.2, 0.3, 0.4];
+        let mut w = Vec::new();
+        let im = PixelImage {
+            scores: &map,
+            mask: &[0, 0, 0, 0],
+            height: 2,
+            width: 2,
+        };
+        let m = pixel_metrics(&[im], "cat", &mut w).unwrap();
+        assert_eq!(m, PixelMetrics::default());
+        assert_eq!(w.len(), 1);
+        let bad = [0.1f32, f32::NAN, 0.3, 0.4];
+        let im = PixelImage {
+            scores: &bad,
+            mask: &[0, 1, 0, 0],
+            height: 2,
+            width: 2,
+        };
+        assert!(pixel_metrics(&[im], "cat", &mut w).is_err());
+        let im = PixelImage {
+            scores: &map,
+            mask: &[0, 1, 0],
+            height: 2,
+            width: 2,
+        };
+        assert!(pixel_metrics(&[im], "cat", &mut w).is_err());
+        // Constant maps: ranking defined (0.5), PRO undefined with a warning.
+        let flat = [0.5f32; 4];
+        let mut w = Vec::new();
+        let im = PixelImage {
+            scores: &flat,
+            mask: &[0, 1, 0, 0],
+            height: 2,
+            width: 2,
+        };
+        let m = pixel_metrics(&[im], "cat", &mut w).unwrap();
+        assert_eq!(m.auroc, Some(0.5));
+        assert!(m.pro.is_none());
+        assert!(w.iter().any(|x| x.contains("PRO")));
+    }
+}
