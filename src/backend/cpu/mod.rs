@@ -1,1 +1,227 @@
 //! The CPU backend: the reference implementation of every op, and fast (rayon + gemm).
+//!
+//! Buffers are plain `Vec<f32>`; weight matrices are stored transposed (`[in, out]`, see
+//! [`gemm`]). Every op runs inside the backend's own rayon pool, so the thread count given to
+//! [`CpuBackend::new`] bounds all of its parallelism (including the gemm crate's). One file per
+//! op family, each opening with the math and the shapes it implements.
+
+mod aggregate;
+mod attention;
+mod gemm;
+mod maps;
+mod norm;
+mod patch;
+mod score;
+mod vector;
+
+use anyhow::{anyhow, ensure, Context, Result};
+
+use super::{Backend, Epilogue};
+pub use gemm::CpuMat;
+
+pub struct CpuBackend {
+    pool: rayon::ThreadPool,
+}
+
+impl CpuBackend {
+    /// A backend with its own pool of `threads` workers (default: every available core).
+    pub fn new(threads: Option<usize>) -> Result<Self> {
+        let threads = match threads {
+            Some(0) => return Err(anyhow!("cpu backend: thread count must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("afclip-cpu-{i}"))
+            .build()
+            .context("cpu backend: building the rayon pool")?;
+        Ok(Self { pool })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+}
+
+/// Checks that buffer `name` of `op` holds exactly `dims.iter().product()` elements.
+pub(crate) fn check_len(op: &str, name: &str, got: usize, dims: &[usize]) -> Result<()> {
+    let want = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| anyhow!("{op}: shape {dims:?} of `{name}` overflows usize"))?;
+    ensure!(
+        got == want,
+        "{op}: `{name}` has {got} elements, expected {dims:?} = {want}"
+    );
+    Ok(())
+}
+
+/// A raw output pointer shared by parallel tasks that write disjoint elements of one buffer
+/// (strided tiles that safe slice splitting cannot express).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(*mut f32);
+
+// SAFETY: every user hands each task a disjoint set of elements, and the buffer outlives the
+// parallel region (rayon joins before the borrow ends).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    pub(crate) fn new(buf: &mut [f32]) -> Self {
+        Self(buf.as_mut_ptr())
+    }
+
+    /// The pointer, offset by `offset` elements. A method (not field access) so that closures
+    /// capture the whole `Send` wrapper.
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buf = Vec<f32>;
+    type Mat = CpuMat;
+
+    fn name(&self) -> String {
+        format!("cpu ({}, {} threads)", vector::isa_name(), self.threads())
+    }
+
+    fn upload(&self, host: &[f32]) -> Result<Vec<f32>> {
+        Ok(host.to_vec())
+    }
+
+    fn zeros(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(buf.clone())
+    }
+
+    fn buf_len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+
+    fn upload_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<CpuMat> {
+        self.pool.install(|| CpuMat::new(w, out_dim, in_dim))
+    }
+
+    fn linear(
+        &self,
+        y: &mut Vec<f32>,
+        x: &Vec<f32>,
+        w: &CpuMat,
+        bias: Option<&Vec<f32>>,
+        epilogue: Epilogue,
+        rows: usize,
+    ) -> Result<()> {
+        let bias = bias.map(|b| b.as_slice());
+        self.pool
+            .install(|| gemm::linear(y, x, w, bias, epilogue, rows))
+    }
+
+    fn layer_norm(
+        &self,
+        y: &mut Vec<f32>,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()> {
+        self.pool
+            .install(|| norm::layer_norm(y, x, gamma, beta, rows, dim, eps))
+    }
+
+    fn attention(
+        &self,
+        out: &mut Vec<f32>,
+        qkv: &Vec<f32>,
+        batch: usize,
+        tokens: usize,
+        heads: usize,
+        head_dim: usize,
+        causal: bool,
+    ) -> Result<()> {
+        self.pool
+            .install(|| attention::attention(out, qkv, batch, tokens, heads, head_dim, causal))
+    }
+
+    fn patch_im2col(
+        &self,
+        cols: &mut Vec<f32>,
+        images: &Vec<f32>,
+        batch: usize,
+        side: usize,
+        patch: usize,
+    ) -> Result<()> {
+        self.pool
+            .install(|| patch::patch_im2col(cols, images, batch, side, patch))
+    }
+
+    fn embed_tokens(
+        &self,
+        x: &mut Vec<f32>,
+        patches: &Vec<f32>,
+        cls: &Vec<f32>,
+        pos: &Vec<f32>,
+        batch: usize,
+        n_patches: usize,
+        dim: usize,
+    ) -> Result<()> {
+        self.pool
+            .install(|| patch::embed_tokens(x, patches, cls, pos, batch, n_patches, dim))
+    }
+
+    fn aggregate(
+        &self,
+        out: &mut Vec<f32>,
+        x: &Vec<f32>,
+        batch: usize,
+        grid: usize,
+        dim: usize,
+        window: usize,
+        sigma: f32,
+    ) -> Result<()> {
+        self.pool
+            .install(|| aggregate::aggregate(out, x, batch, grid, dim, window, sigma))
+    }
+
+    fn state_logits(
+        &self,
+        logits: &mut Vec<f32>,
+        z: &Vec<f32>,
+        text: &Vec<f32>,
+        rows: usize,
+        dim: usize,
+        scale: f32,
+    ) -> Result<()> {
+        self.pool
+            .install(|| score::state_logits(logits, z, text, rows, dim, scale))
+    }
+
+    fn abnormal_probability(
+        &self,
+        probs: &mut Vec<f32>,
+        logits: &Vec<f32>,
+        rows: usize,
+    ) -> Result<()> {
+        self.pool
+            .install(|| score::abnormal_probability(probs, logits, rows))
+    }
+
+    fn anomaly_maps(
+        &self,
+        maps: &mut Vec<f32>,
+        patch: &Vec<f32>,
+        batch: usize,
+        grid: usize,
+        side: usize,
+        sigma: f32,
+    ) -> Result<()> {
+        self.pool
+            .install(|| maps::anomaly_maps(maps, patch, batch, grid, side, sigma))
+    }
+}
