@@ -23,7 +23,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use image::{DynamicImage, ImageReader};
+use image::{DynamicImage, ImageFormat, ImageReader};
 
 /// An 8-bit image, interleaved row-major (HWC); `channels` is 1 (grey) or 3 (RGB).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,8 +120,12 @@ fn decode_dynamic(bytes: &[u8], name: &str) -> Result<DynamicImage> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .with_context(|| format!("{name}: cannot read image header"))?;
-    let Some(format) = reader.format() else {
-        bail!("{name}: not a recognised image (expected PNG, JPEG, BMP or TIFF)");
+    let format = match reader.format() {
+        Some(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Bmp | ImageFormat::Tiff)) => {
+            f
+        }
+        Some(other) => bail!("{name}: {other:?} images are not supported (PNG, JPEG, BMP, TIFF)"),
+        None => bail!("{name}: not a recognised image (expected PNG, JPEG, BMP or TIFF)"),
     };
     let img = reader.decode().with_context(|| {
         format!("{name}: cannot decode {format:?} image (corrupt or truncated?)")
@@ -172,7 +176,7 @@ mod tests {
 
     fn png_bytes(img: DynamicImage) -> Vec<u8> {
         let mut out = Vec::new();
-        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
             .expect("encode test PNG");
         out
     }
@@ -212,6 +216,13 @@ mod tests {
         let err = format!("{:#}", decode_grey(&path).unwrap_err());
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("empty file"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_format_is_named() {
+        let gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;";
+        let err = format!("{:#}", decode_rgb_bytes(gif, "x.gif").unwrap_err());
+        assert!(err.contains("x.gif: Gif images are not supported"), "{err}");
     }
 
     #[test]
