@@ -72,7 +72,7 @@ fn resize_matches_pillow_bytes() {
         let got = resize_bicubic(&src, num(&case, "width"), num(&case, "height"));
         let (max, n) = compare(&got, &want);
         let order_note = if case["pillow13_vertical_first"].as_bool() == Some(true) {
-            " (Pillow 13 would run the vertical pass first)"
+            " (vertical pass first)"
         } else {
             ""
         };
