@@ -118,6 +118,9 @@ fn scores_and_maps_match_the_reference_and_bad_images_do_not_stop_the_run() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Changes one named tensor (its shape and data) before a model file is rewritten.
+type TensorEdit = dyn Fn(&str, &mut Vec<usize>, &mut Vec<f32>);
+
 /// Runs `score` on the golden images with `model_dir` and extra flags; returns stderr of a run
 /// that must fail.
 fn failing_score(model_dir: &Path, extra: &[&str]) -> String {
@@ -172,7 +175,7 @@ fn bad_model_inputs_are_one_line_errors() {
             (n, t.shape, t.data)
         })
         .collect();
-    let write = |dir: &Path, edit: &dyn Fn(&str, &mut Vec<usize>, &mut Vec<f32>)| {
+    let write = |dir: &Path, edit: &TensorEdit| {
         let mut ts = tensors.clone();
         for (n, shape, data) in ts.iter_mut() {
             edit(n, shape, data);

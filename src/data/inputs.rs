@@ -120,10 +120,12 @@ mod tests {
         let err = got.unwrap_err().to_string();
         assert!(err.contains("b.png"), "{err}");
         std::fs::write(dir.join("b.jpg"), b"x").unwrap();
-        let err = collect_inputs(&[dir.clone()]).unwrap_err().to_string();
+        let err = collect_inputs(std::slice::from_ref(&dir))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("b.jpg") && err.contains("b.png"), "{err}");
         std::fs::remove_file(dir.join("b.jpg")).unwrap();
-        let got = collect_inputs(&[dir.clone()]).unwrap();
+        let got = collect_inputs(std::slice::from_ref(&dir)).unwrap();
         let rels: Vec<&str> = got.iter().map(|i| i.rel.as_str()).collect();
         assert_eq!(rels, ["a/z.JPG", "b.png", "c/d/e.bmp"]);
         assert_eq!(got[0].stem(), "a/z");

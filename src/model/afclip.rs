@@ -79,7 +79,7 @@ impl<B: Backend> AfClip<B> {
     ) -> Result<Self> {
         let cfg = &ckpt.config;
         let side = opts.image_size;
-        if side == 0 || side % cfg.patch != 0 {
+        if side == 0 || !side.is_multiple_of(cfg.patch) {
             bail!(
                 "image size {side} is not a positive multiple of the model's patch size {}",
                 cfg.patch

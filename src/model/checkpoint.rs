@@ -297,7 +297,7 @@ fn count_blocks(file: &TensorFile, prefix: &str) -> usize {
 }
 
 fn heads_of(file: &TensorFile, what: &str, width: usize) -> Result<usize> {
-    if width == 0 || width % 64 != 0 {
+    if width == 0 || !width.is_multiple_of(64) {
         bail!(
             "{}: {what} width {width} is not a multiple of the 64-wide attention heads",
             file.path().display()

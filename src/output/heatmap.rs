@@ -18,7 +18,7 @@ pub fn overlay(image: &Pixels, map: &[f32]) -> Vec<u8> {
     for (px, &v) in image.data.chunks_exact(3).zip(map) {
         let c = jet(v);
         for k in 0..3 {
-            out.push(((px[k] as u16 + c[k] as u16 + 1) / 2) as u8);
+            out.push((px[k] as u16 + c[k] as u16).div_ceil(2) as u8);
         }
     }
     out
