@@ -1,7 +1,9 @@
 //! Command-line interface: one file per verb, each with an `Args` (clap) and a `run`.
 
 pub mod common;
+pub mod compare;
 pub mod init_model;
+pub mod metrics;
 pub mod score;
 pub mod synth;
 
@@ -23,6 +25,10 @@ enum Command {
     InitModel(init_model::Args),
     /// Write a synthetic dataset: textures with painted defects and exact masks.
     Synth(synth::Args),
+    /// Image and pixel metrics (AUROC, AP, max-F1, PRO, aupro_exact) of .npy maps and masks.
+    Metrics(metrics::Args),
+    /// Per-category deltas between two metrics.json; exit code 1 on a regression.
+    Compare(compare::Args),
 }
 
 pub fn main() -> Result<()> {
@@ -31,5 +37,7 @@ pub fn main() -> Result<()> {
         Command::Score(a) => score::run(a),
         Command::InitModel(a) => init_model::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Metrics(a) => metrics::run(a),
+        Command::Compare(a) => compare::run(a),
     }
 }

@@ -1,6 +1,7 @@
 //! Detection metrics (SPEC §9).
 
 pub mod aupro;
+pub mod compare;
 pub mod keys;
 pub mod pixel;
 pub mod pro;

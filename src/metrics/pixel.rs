@@ -88,13 +88,14 @@ fn pixel_metrics_within(
     }
     let threads = rayon::current_num_threads().max(1);
     let ranges = partition(images, threads);
-    let survey = ranges
+    let surveys = ranges
         .par_iter()
         .map(|r| survey(images, r.clone()))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .reduce(Survey::merge)
-        .unwrap_or_else(Survey::new);
+        .collect::<Result<Vec<_>>>()?;
+    let mut survey = Survey::new();
+    for s in &surveys {
+        survey.absorb(s);
+    }
     if survey.n_pos == 0 || survey.n_neg == 0 {
         warnings.push(format!(
             "{what}: pixel metrics undefined: {} anomalous and {} normal pixels \
@@ -112,9 +113,23 @@ fn pixel_metrics_within(
     let mut pro_hist: Option<ProHistogram> = None;
     for (w, window) in windows.iter().enumerate() {
         let pro_grid = if w == 0 { thresholds.as_ref() } else { None };
+        // One exactly sized pair buffer; each image range fills its own slice.
+        let counts: Vec<usize> = surveys
+            .iter()
+            .map(|s| window.pair_count(&s.pos_hist))
+            .collect();
+        let mut pairs = vec![0u64; counts.iter().sum()];
+        let mut slices = Vec::with_capacity(counts.len());
+        let mut rest = pairs.as_mut_slice();
+        for &c in &counts {
+            let (head, tail) = rest.split_at_mut(c);
+            slices.push(head);
+            rest = tail;
+        }
         let parts = ranges
             .par_iter()
-            .map(|r| collect_anomalous(images, r.clone(), window, pro_grid))
+            .zip(slices)
+            .map(|(r, out)| collect_anomalous(images, r.clone(), window, pro_grid, out))
             .collect::<Vec<_>>();
         if w == 0 {
             n_regions = parts.iter().map(|p| p.n_regions).sum::<u64>();
@@ -126,18 +141,19 @@ fn pixel_metrics_within(
                 h
             });
         }
-        let distinct = Distinct::build(parts, window);
-        let slots = count_normal(images, window, &distinct.keys);
+        let distinct = Distinct::build(pairs, parts, window);
+        let slots = count_normal(images, window, &distinct.packed);
         let aupro = aupro.get_or_insert_with(|| AuproSweep::new(survey.n_neg, n_regions));
         let mut push = |pos: u64, neg: u64, weight: f64| {
             rank.push(pos, neg);
             aupro.push(neg, weight);
         };
-        let d = distinct.keys.len();
+        let d = distinct.packed.len();
         push(0, slots.below[d].load(Ordering::Relaxed) as u64, 0.0);
         for j in (0..d).rev() {
             let eq = slots.eq[j].load(Ordering::Relaxed) as u64;
-            push(distinct.count[j] as u64, eq, distinct.weight[j]);
+            let count = distinct.packed[j] as u32 as u64;
+            push(count, eq, distinct.weight[j]);
             push(0, slots.below[j].load(Ordering::Relaxed) as u64, 0.0);
         }
     }
@@ -204,7 +220,7 @@ impl Survey {
         }
     }
 
-    fn merge(mut self, other: Survey) -> Survey {
+    fn absorb(&mut self, other: &Survey) {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.n_pos += other.n_pos;
@@ -212,7 +228,6 @@ impl Survey {
         for (a, b) in self.pos_hist.iter_mut().zip(&other.pos_hist) {
             *a += b;
         }
-        self
     }
 }
 
@@ -267,6 +282,19 @@ struct Window {
     heavy: Vec<usize>,
 }
 
+impl Window {
+    /// Anomalous pixels of this window that are collected as pairs (not densely counted).
+    fn pair_count(&self, pos_hist: &[u64]) -> usize {
+        let (first, last) = (
+            (self.lo >> BUCKET_BITS) as usize,
+            (self.hi >> BUCKET_BITS) as usize,
+        );
+        let all: u64 = pos_hist[first..=last].iter().sum();
+        let dense: u64 = self.heavy.iter().map(|&b| pos_hist[b]).sum();
+        (all - dense) as usize
+    }
+}
+
 /// Cuts the key space into windows, from the top, each within `limits.window_bytes` of
 /// collected anomalous pixels (a single bucket may exceed it). A bucket is dense when its
 /// pairs would cost more than per-key counters.
@@ -312,9 +340,8 @@ struct DenseBucket {
     weight: Vec<f64>,
 }
 
-/// Pass 2a result for a range of images.
+/// Pass 2a result for a range of images (besides the pairs written to its slice).
 struct Collected {
-    pairs: Vec<u64>,
     dense: Vec<DenseBucket>,
     pro: Option<ProHistogram>,
     n_regions: u64,
@@ -325,6 +352,7 @@ fn collect_anomalous(
     range: Range<usize>,
     window: &Window,
     pro_grid: Option<&ProThresholds>,
+    pairs: &mut [u64],
 ) -> Collected {
     let mut dense_slot = vec![];
     if !window.heavy.is_empty() {
@@ -333,8 +361,8 @@ fn collect_anomalous(
             dense_slot[b] = s as u32;
         }
     }
+    let mut n_pairs = 0;
     let mut out = Collected {
-        pairs: Vec::new(),
         dense: window
             .heavy
             .iter()
@@ -375,7 +403,10 @@ fn collect_anomalous(
                         d.count[(k & LOW_MASK) as usize] += 1;
                         d.weight[(k & LOW_MASK) as usize] += weight;
                     }
-                    _ => out.pairs.push((k as u64) << 32 | run.area as u64),
+                    _ => {
+                        pairs[n_pairs] = (k as u64) << 32 | run.area as u64;
+                        n_pairs += 1;
+                    }
                 }
             }
         }
@@ -385,71 +416,84 @@ fn collect_anomalous(
             }
         }
     }
+    debug_assert_eq!(n_pairs, pairs.len());
     out
 }
 
-/// The distinct anomalous keys of a window, ascending, with counts and region weights.
+/// The distinct anomalous keys of a window, ascending: `packed[j] = key << 32 | count`, and
+/// `weight[j]` = Σ 1/area over those pixels.
 struct Distinct {
-    keys: Vec<u32>,
-    count: Vec<u32>,
+    packed: Vec<u64>,
     weight: Vec<f64>,
 }
 
 impl Distinct {
-    fn build(parts: Vec<Collected>, window: &Window) -> Distinct {
-        let n: usize = parts.iter().map(|p| p.pairs.len()).sum();
-        let mut pairs = Vec::with_capacity(n);
-        let mut dense: Vec<DenseBucket> = Vec::new();
-        for mut p in parts {
-            pairs.append(&mut p.pairs);
-            drop(p.pairs);
-            if dense.is_empty() {
-                dense = p.dense;
-            } else {
-                for (a, b) in dense.iter_mut().zip(&p.dense) {
-                    for (x, y) in a.count.iter_mut().zip(&b.count) {
-                        *x += y;
-                    }
-                    for (x, y) in a.weight.iter_mut().zip(&b.weight) {
-                        *x += y;
-                    }
+    /// Sorts the pairs and compacts them in place (runs of one key become one entry), then
+    /// merges in the densely counted buckets.
+    fn build(mut pairs: Vec<u64>, parts: Vec<Collected>, window: &Window) -> Distinct {
+        radix_sort(&mut pairs, &mut Vec::new());
+        let n_keys = pairs.chunk_by(|a, b| a >> 32 == b >> 32).count();
+        let mut weight = Vec::with_capacity(n_keys);
+        let (mut i, mut out) = (0, 0);
+        while i < pairs.len() {
+            let key = pairs[i] >> 32;
+            let (mut c, mut w) = (0u64, 0f64);
+            while i < pairs.len() && pairs[i] >> 32 == key {
+                w += 1.0 / (pairs[i] as u32) as f64;
+                c += 1;
+                i += 1;
+            }
+            pairs[out] = key << 32 | c;
+            weight.push(w);
+            out += 1;
+        }
+        pairs.truncate(out);
+        let mut parts = parts.into_iter();
+        let Some(first) = parts.next().filter(|_| !window.heavy.is_empty()) else {
+            return Distinct {
+                packed: pairs,
+                weight,
+            };
+        };
+        let mut dense = first.dense;
+        for p in parts {
+            for (a, b) in dense.iter_mut().zip(&p.dense) {
+                for (x, y) in a.count.iter_mut().zip(&b.count) {
+                    *x += y;
+                }
+                for (x, y) in a.weight.iter_mut().zip(&b.weight) {
+                    *x += y;
                 }
             }
         }
-        radix_sort(&mut pairs, &mut Vec::new());
-        let mut d = Distinct {
-            keys: Vec::new(),
-            count: Vec::new(),
-            weight: Vec::new(),
+        let n_dense: usize = dense
+            .iter()
+            .map(|d| d.count.iter().filter(|&&c| c > 0).count())
+            .sum();
+        let mut merged = Distinct {
+            packed: Vec::with_capacity(out + n_dense),
+            weight: Vec::with_capacity(out + n_dense),
         };
         let mut i = 0;
-        let flush_below = |d: &mut Distinct, limit: u64, i: &mut usize| {
-            while *i < pairs.len() && pairs[*i] >> 32 < limit {
-                let key = (pairs[*i] >> 32) as u32;
-                let (mut c, mut w) = (0u32, 0f64);
-                while *i < pairs.len() && (pairs[*i] >> 32) as u32 == key {
-                    c += 1;
-                    w += 1.0 / (pairs[*i] as u32) as f64;
-                    *i += 1;
-                }
-                d.keys.push(key);
-                d.count.push(c);
-                d.weight.push(w);
-            }
-        };
         for (&b, bucket) in window.heavy.iter().zip(&dense) {
-            let base = (b as u32) << BUCKET_BITS;
-            flush_below(&mut d, base as u64, &mut i);
+            let base = (b as u64) << BUCKET_BITS;
+            while i < out && pairs[i] >> 32 < base {
+                merged.packed.push(pairs[i]);
+                merged.weight.push(weight[i]);
+                i += 1;
+            }
             for low in 0..BUCKETS {
                 if bucket.count[low] > 0 {
-                    d.keys.push(base | low as u32);
-                    d.count.push(bucket.count[low]);
-                    d.weight.push(bucket.weight[low]);
+                    merged
+                        .packed
+                        .push((base | low as u64) << 32 | bucket.count[low] as u64);
+                    merged.weight.push(bucket.weight[low]);
                 }
             }
         }
-        flush_below(&mut d, u64::MAX, &mut i);
-        d
+        merged.packed.extend_from_slice(&pairs[i..]);
+        merged.weight.extend_from_slice(&weight[i..]);
+        merged
     }
 }
 
@@ -460,7 +504,8 @@ struct Slots {
     below: Vec<AtomicU32>,
 }
 
-fn count_normal(images: &[PixelImage<'_>], window: &Window, d: &[u32]) -> Slots {
+fn count_normal(images: &[PixelImage<'_>], window: &Window, d: &[u64]) -> Slots {
+    let key = |j: usize| (d[j] >> 32) as u32;
     let slots = Slots {
         eq: (0..d.len()).map(|_| AtomicU32::new(0)).collect(),
         below: (0..=d.len()).map(|_| AtomicU32::new(0)).collect(),
@@ -481,18 +526,18 @@ fn count_normal(images: &[PixelImage<'_>], window: &Window, d: &[u32]) -> Slots 
             let mut j = 0usize;
             for run in buf.chunk_by(|a, b| a == b) {
                 let k = run[0];
-                if j < d.len() && d[j] < k {
-                    // Gallop: d[j] < k; find the first index with d >= k.
+                if j < d.len() && key(j) < k {
+                    // Gallop: key(j) < k; find the first index with key >= k.
                     let mut step = 1;
-                    while j + step < d.len() && d[j + step] < k {
+                    while j + step < d.len() && key(j + step) < k {
                         j += step;
                         step *= 2;
                     }
                     let end = (j + step).min(d.len());
-                    j = j + 1 + d[j + 1..end].partition_point(|&x| x < k);
+                    j = j + 1 + d[j + 1..end].partition_point(|&x| ((x >> 32) as u32) < k);
                 }
                 let c = run.len() as u32;
-                if j < d.len() && d[j] == k {
+                if j < d.len() && key(j) == k {
                     slots.eq[j].fetch_add(c, Ordering::Relaxed);
                 } else {
                     slots.below[j].fetch_add(c, Ordering::Relaxed);
