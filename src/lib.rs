@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod metrics;
 pub mod model;
 pub mod output;

@@ -2,6 +2,7 @@
 
 pub mod common;
 pub mod compare;
+pub mod eval;
 pub mod init_model;
 pub mod metrics;
 pub mod score;
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Zero-shot scores and anomaly maps for image files and folders.
     Score(score::Args),
+    /// Evaluate on a dataset: per-category and mean metrics, metrics.json/.md, scores.csv.
+    Eval(eval::Args),
     /// Write a randomly initialised CLIP checkpoint (no download needed).
     InitModel(init_model::Args),
     /// Write a synthetic dataset: textures with painted defects and exact masks.
@@ -35,6 +38,7 @@ pub fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Score(a) => score::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::InitModel(a) => init_model::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Metrics(a) => metrics::run(a),
