@@ -118,7 +118,6 @@ pub fn evaluate_category(
         }
     }
     flush(&mut pending, &mut rows)?;
-    drop(flush);
 
     let what = format!("category {}", category.name);
     let image = if info.has_labels {
