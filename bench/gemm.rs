@@ -213,7 +213,7 @@ fn main() -> Result<()> {
         .iter()
         .map(|r| r.gflop / r.baseline_s)
         .fold(0.0, f64::max);
-    println!("{} ({threads} threads)", be.name());
+    println!("{}", be.name());
     println!(
         "{:<44} {:>7} {:>14} {:>14} {:>6} {:>9}",
         "workload", "GFLOP", "baseline", "ours", "ratio", "floor"

@@ -17,11 +17,11 @@ use super::vector::{multiversion, quick_gelu};
 use super::{check_len, SharedOut};
 use crate::backend::Epilogue;
 
-const ROW_TILE: usize = 256;
+const ROW_TILE: usize = 512;
 /// Output columns per micro-kernel call of the gemm crate's f32 AVX-512 kernel (3 x 16 lanes;
 /// the AVX2 kernel's 24 divides it); column tiles are multiples of it.
 const KERNEL_COLS: usize = 48;
-const COL_TILE: usize = 11 * KERNEL_COLS;
+const COL_TILE: usize = 6 * KERNEL_COLS;
 const MIN_COL_TILE: usize = 2 * KERNEL_COLS;
 /// Side of the square blocks [`CpuMat::new`] transposes at a time.
 const TRANSPOSE_BLOCK: usize = 32;

@@ -1,13 +1,14 @@
 //! The CPU backend: the reference implementation of every op, and fast (rayon + gemm).
 //!
 //! Buffers are plain `Vec<f32>`; weight matrices are stored transposed (`[in, out]`, see
-//! [`gemm`]). Every op runs inside the backend's own rayon pool, so the thread count given to
+//! [`gemm`]), or, at [`Precision::Bf16`], packed into bf16 panels (see [`gemm_bf16`]). Every op runs inside the backend's own rayon pool, so the thread count given to
 //! [`CpuBackend::new`] bounds all of its parallelism (including the gemm crate's). One file per
 //! op family, each opening with the math and the shapes it implements.
 
 mod aggregate;
 mod attention;
 mod gemm;
+mod gemm_bf16;
 mod maps;
 mod norm;
 mod patch;
@@ -17,15 +18,68 @@ mod vector;
 use anyhow::{anyhow, ensure, Context, Result};
 
 use super::{Backend, Epilogue};
-pub use gemm::CpuMat;
+use gemm::CpuMat as F32Mat;
+use gemm_bf16::Bf16Mat;
+
+/// The arithmetic of the CPU backend's `linear` (weights and activations of every GEMM).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 throughout: the reference.
+    #[default]
+    F32,
+    /// Weights and activations rounded to bf16 (nearest even), products summed in f32, on
+    /// AVX-512 BF16; CPUs without it run [`Precision::F32`] instead.
+    Bf16,
+}
+
+impl Precision {
+    /// The precision `linear` runs at when `self` is requested on a CPU with (`bf16_cpu`) or
+    /// without AVX-512 BF16.
+    pub fn resolve(self, bf16_cpu: bool) -> Self {
+        if bf16_cpu {
+            self
+        } else {
+            Self::F32
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(anyhow!("unknown precision `{s}` (expected f32 or bf16)")),
+        }
+    }
+}
+
+/// A weight matrix prepared for [`Backend::linear`] at the backend's precision.
+pub struct CpuMat(MatData);
+
+enum MatData {
+    F32(F32Mat),
+    Bf16(Bf16Mat),
+}
 
 pub struct CpuBackend {
     pool: rayon::ThreadPool,
+    requested: Precision,
+    precision: Precision,
 }
 
 impl CpuBackend {
-    /// A backend with its own pool of `threads` workers (default: every available core).
+    /// A backend with its own pool of `threads` workers (default: every available core), at
+    /// [`Precision::F32`].
     pub fn new(threads: Option<usize>) -> Result<Self> {
+        Self::with_precision(threads, Precision::F32)
+    }
+
+    /// [`CpuBackend::new`] whose `linear` runs at `precision` where the CPU supports it (see
+    /// [`Precision::resolve`]; [`CpuBackend::precision`] tells which).
+    pub fn with_precision(threads: Option<usize>, precision: Precision) -> Result<Self> {
         let threads = match threads {
             Some(0) => return Err(anyhow!("cpu backend: thread count must be at least 1")),
             Some(n) => n,
@@ -36,11 +90,20 @@ impl CpuBackend {
             .thread_name(|i| format!("afclip-cpu-{i}"))
             .build()
             .context("cpu backend: building the rayon pool")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            requested: precision,
+            precision: precision.resolve(gemm_bf16::available()),
+        })
     }
 
     pub fn threads(&self) -> usize {
         self.pool.current_num_threads()
+    }
+
+    /// The precision `linear` runs at.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 }
 
@@ -72,6 +135,11 @@ impl SharedOut {
         Self(buf.as_mut_ptr())
     }
 
+    /// The same buffer seen from `offset` elements further on.
+    pub(crate) fn offset(self, offset: usize) -> Self {
+        Self(self.0.wrapping_add(offset))
+    }
+
     /// The pointer, offset by `offset` elements. A method (not field access) so that closures
     /// capture the whole `Send` wrapper.
     pub(crate) fn at(self, offset: usize) -> *mut f32 {
@@ -84,7 +152,16 @@ impl Backend for CpuBackend {
     type Mat = CpuMat;
 
     fn name(&self) -> String {
-        format!("cpu ({}, {} threads)", vector::isa_name(), self.threads())
+        let precision = match (self.requested, self.precision) {
+            (Precision::F32, _) => "",
+            (Precision::Bf16, Precision::Bf16) => ", bf16",
+            (Precision::Bf16, Precision::F32) => ", f32: no avx512bf16 for bf16",
+        };
+        format!(
+            "cpu ({}, {} threads{precision})",
+            vector::isa_name(),
+            self.threads()
+        )
     }
 
     fn upload(&self, host: &[f32]) -> Result<Vec<f32>> {
@@ -104,7 +181,12 @@ impl Backend for CpuBackend {
     }
 
     fn upload_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<CpuMat> {
-        self.pool.install(|| CpuMat::new(w, out_dim, in_dim))
+        self.pool.install(|| {
+            Ok(CpuMat(match self.precision {
+                Precision::F32 => MatData::F32(F32Mat::new(w, out_dim, in_dim)?),
+                Precision::Bf16 => MatData::Bf16(Bf16Mat::new(w, out_dim, in_dim)?),
+            }))
+        })
     }
 
     fn linear(
@@ -117,8 +199,10 @@ impl Backend for CpuBackend {
         rows: usize,
     ) -> Result<()> {
         let bias = bias.map(|b| b.as_slice());
-        self.pool
-            .install(|| gemm::linear(y, x, w, bias, epilogue, rows))
+        self.pool.install(|| match &w.0 {
+            MatData::F32(w) => gemm::linear(y, x, w, bias, epilogue, rows),
+            MatData::Bf16(w) => gemm_bf16::linear(y, x, w, bias, epilogue, rows),
+        })
     }
 
     fn layer_norm(
