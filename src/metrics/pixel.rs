@@ -32,6 +32,7 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 
 /// One anomaly map with its ground-truth mask (both row-major `height x width`).
 #[derive(Clone, Copy, Debug)]
@@ -107,6 +108,8 @@ fn pixel_metrics_within(
     let thresholds = ProThresholds::new(survey.min, survey.max);
     let windows = plan_windows(&survey.pos_hist, limits);
 
+    let buffers = KeyBuffers::new(threads);
+    let mut states: Vec<RangeState> = ranges.iter().map(|_| RangeState::default()).collect();
     let mut rank = RankSweep::new(survey.n_pos, survey.n_neg);
     let mut aupro: Option<AuproSweep> = None;
     let mut n_regions = 0u64;
@@ -129,7 +132,10 @@ fn pixel_metrics_within(
         let parts = ranges
             .par_iter()
             .zip(slices)
-            .map(|(r, out)| collect_anomalous(images, r.clone(), window, pro_grid, out))
+            .zip(states.par_iter_mut())
+            .map(|((r, out), state)| {
+                collect_anomalous(images, r.clone(), window, pro_grid, out, state)
+            })
             .collect::<Vec<_>>();
         if w == 0 {
             n_regions = parts.iter().map(|p| p.n_regions).sum::<u64>();
@@ -141,8 +147,8 @@ fn pixel_metrics_within(
                 h
             });
         }
-        let distinct = Distinct::build(pairs, parts, window);
-        let slots = count_normal(images, window, &distinct.packed);
+        let distinct = Distinct::build(pairs, &mut states, window);
+        let slots = count_normal(images, window, &distinct.packed, &buffers);
         let aupro = aupro.get_or_insert_with(|| AuproSweep::new(survey.n_neg, n_regions));
         let mut push = |pos: u64, neg: u64, weight: f64| {
             rank.push(pos, neg);
@@ -340,9 +346,32 @@ struct DenseBucket {
     weight: Vec<f64>,
 }
 
-/// Pass 2a result for a range of images (besides the pairs written to its slice).
-struct Collected {
+/// Buffers of one image range kept across windows: labelling runs, dense buckets.
+#[derive(Default)]
+struct RangeState {
+    regions: Regions,
     dense: Vec<DenseBucket>,
+}
+
+impl RangeState {
+    /// Zeroed dense buckets for `n` heavy buckets (allocated once, reused).
+    fn reset_dense(&mut self, n: usize) {
+        for d in self.dense.iter_mut().take(n) {
+            d.count.fill(0);
+            d.weight.fill(0.0);
+        }
+        while self.dense.len() < n {
+            self.dense.push(DenseBucket {
+                count: vec![0; BUCKETS],
+                weight: vec![0.0; BUCKETS],
+            });
+        }
+    }
+}
+
+/// Pass 2a result for a range of images, besides the pairs written to its slice and the
+/// dense counts left in its `RangeState`.
+struct Collected {
     pro: Option<ProHistogram>,
     n_regions: u64,
 }
@@ -353,6 +382,7 @@ fn collect_anomalous(
     window: &Window,
     pro_grid: Option<&ProThresholds>,
     pairs: &mut [u64],
+    state: &mut RangeState,
 ) -> Collected {
     let mut dense_slot = vec![];
     if !window.heavy.is_empty() {
@@ -363,18 +393,11 @@ fn collect_anomalous(
     }
     let mut n_pairs = 0;
     let mut out = Collected {
-        dense: window
-            .heavy
-            .iter()
-            .map(|_| DenseBucket {
-                count: vec![0; BUCKETS],
-                weight: vec![0.0; BUCKETS],
-            })
-            .collect(),
         pro: pro_grid.map(ProHistogram::new),
         n_regions: 0,
     };
-    let mut regions = Regions::default();
+    state.reset_dense(window.heavy.len());
+    let RangeState { regions, dense } = state;
     for im in &images[range] {
         regions.label(im.mask, im.height, im.width);
         out.n_regions += regions.count as u64;
@@ -399,7 +422,7 @@ fn collect_anomalous(
                 }
                 match dense_slot.get((k >> BUCKET_BITS) as usize) {
                     Some(&s) if s != u32::MAX => {
-                        let d = &mut out.dense[s as usize];
+                        let d = &mut dense[s as usize];
                         d.count[(k & LOW_MASK) as usize] += 1;
                         d.weight[(k & LOW_MASK) as usize] += weight;
                     }
@@ -430,7 +453,7 @@ struct Distinct {
 impl Distinct {
     /// Sorts the pairs and compacts them in place (runs of one key become one entry), then
     /// merges in the densely counted buckets.
-    fn build(mut pairs: Vec<u64>, parts: Vec<Collected>, window: &Window) -> Distinct {
+    fn build(mut pairs: Vec<u64>, states: &mut [RangeState], window: &Window) -> Distinct {
         radix_sort(&mut pairs, &mut Vec::new());
         let n_keys = pairs.chunk_by(|a, b| a >> 32 == b >> 32).count();
         let mut weight = Vec::with_capacity(n_keys);
@@ -448,15 +471,17 @@ impl Distinct {
             out += 1;
         }
         pairs.truncate(out);
-        let mut parts = parts.into_iter();
-        let Some(first) = parts.next().filter(|_| !window.heavy.is_empty()) else {
+        let Some((first, rest)) = states
+            .split_first_mut()
+            .filter(|_| !window.heavy.is_empty())
+        else {
             return Distinct {
                 packed: pairs,
                 weight,
             };
         };
-        let mut dense = first.dense;
-        for p in parts {
+        let dense = &mut first.dense[..window.heavy.len()];
+        for p in rest.iter() {
             for (a, b) in dense.iter_mut().zip(&p.dense) {
                 for (x, y) in a.count.iter_mut().zip(&b.count) {
                     *x += y;
@@ -475,7 +500,7 @@ impl Distinct {
             weight: Vec::with_capacity(out + n_dense),
         };
         let mut i = 0;
-        for (&b, bucket) in window.heavy.iter().zip(&dense) {
+        for (&b, bucket) in window.heavy.iter().zip(dense.iter()) {
             let base = (b as u64) << BUCKET_BITS;
             while i < out && pairs[i] >> 32 < base {
                 merged.packed.push(pairs[i]);
@@ -504,47 +529,62 @@ struct Slots {
     below: Vec<AtomicU32>,
 }
 
-fn count_normal(images: &[PixelImage<'_>], window: &Window, d: &[u64]) -> Slots {
+/// Per-thread key and sort-scratch buffers of `count_normal`, reused for every image and
+/// window (one allocation each instead of one per image).
+struct KeyBuffers(Vec<Mutex<(Vec<u32>, Vec<u32>)>>);
+
+impl KeyBuffers {
+    fn new(threads: usize) -> Self {
+        KeyBuffers((0..threads).map(|_| Mutex::default()).collect())
+    }
+}
+
+fn count_normal(
+    images: &[PixelImage<'_>],
+    window: &Window,
+    d: &[u64],
+    buffers: &KeyBuffers,
+) -> Slots {
     let key = |j: usize| (d[j] >> 32) as u32;
     let slots = Slots {
         eq: (0..d.len()).map(|_| AtomicU32::new(0)).collect(),
         below: (0..=d.len()).map(|_| AtomicU32::new(0)).collect(),
     };
     let (lo, hi) = (window.lo, window.hi);
-    images.par_iter().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(buf, scratch): &mut (Vec<u32>, Vec<u32>), im| {
-            buf.clear();
-            buf.reserve(im.scores.len());
-            for (&v, &m) in im.scores.iter().zip(im.mask) {
-                let k = key32(v);
-                if m == 0 && k >= lo && k <= hi {
-                    buf.push(k);
-                }
+    images.par_iter().for_each(|im| {
+        let slot = rayon::current_thread_index().unwrap_or(0) % buffers.0.len();
+        let mut guard = buffers.0[slot].lock().unwrap_or_else(|e| e.into_inner());
+        let (buf, scratch) = &mut *guard;
+        buf.clear();
+        buf.reserve(im.scores.len());
+        for (&v, &m) in im.scores.iter().zip(im.mask) {
+            let k = key32(v);
+            if m == 0 && k >= lo && k <= hi {
+                buf.push(k);
             }
-            radix_sort(buf, scratch);
-            let mut j = 0usize;
-            for run in buf.chunk_by(|a, b| a == b) {
-                let k = run[0];
-                if j < d.len() && key(j) < k {
-                    // Gallop: key(j) < k; find the first index with key >= k.
-                    let mut step = 1;
-                    while j + step < d.len() && key(j + step) < k {
-                        j += step;
-                        step *= 2;
-                    }
-                    let end = (j + step).min(d.len());
-                    j = j + 1 + d[j + 1..end].partition_point(|&x| ((x >> 32) as u32) < k);
+        }
+        radix_sort(buf, scratch);
+        let mut j = 0usize;
+        for run in buf.chunk_by(|a, b| a == b) {
+            let k = run[0];
+            if j < d.len() && key(j) < k {
+                // Gallop: key(j) < k; find the first index with key >= k.
+                let mut step = 1;
+                while j + step < d.len() && key(j + step) < k {
+                    j += step;
+                    step *= 2;
                 }
-                let c = run.len() as u32;
-                if j < d.len() && key(j) == k {
-                    slots.eq[j].fetch_add(c, Ordering::Relaxed);
-                } else {
-                    slots.below[j].fetch_add(c, Ordering::Relaxed);
-                }
+                let end = (j + step).min(d.len());
+                j = j + 1 + d[j + 1..end].partition_point(|&x| ((x >> 32) as u32) < k);
             }
-        },
-    );
+            let c = run.len() as u32;
+            if j < d.len() && key(j) == k {
+                slots.eq[j].fetch_add(c, Ordering::Relaxed);
+            } else {
+                slots.below[j].fetch_add(c, Ordering::Relaxed);
+            }
+        }
+    });
     slots
 }
 
