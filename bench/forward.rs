@@ -68,7 +68,6 @@ fn main() -> Result<()> {
         Err(_) => vec![Precision::F32, Precision::Bf16],
     };
     let cfg = preset(&preset_name)?;
-    let t0 = Instant::now();
     let ckpt = random_checkpoint(&cfg, 0);
     let head = Head::init(&cfg, 0);
     let opts = ModelOptions {
@@ -86,6 +85,7 @@ fn main() -> Result<()> {
     // Per precision, the outputs of every batch, for the comparison.
     let mut outputs: Vec<(Precision, Vec<BatchScores>)> = Vec::new();
     for &precision in &precisions {
+        let t0 = Instant::now();
         let be = CpuBackend::with_precision(threads, precision)?;
         let ran_at = be.precision();
         let mlp_rate = mlp_up_rate(&be)?;
@@ -97,7 +97,7 @@ fn main() -> Result<()> {
             &opts,
         )?;
         eprintln!(
-            "{} at {side} px on {}: model ready in {:.1} s",
+            "{} at {side} px on {}: model (and linear rate) ready in {:.1} s",
             preset_name,
             model.backend().name(),
             t0.elapsed().as_secs_f64()
