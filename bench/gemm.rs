@@ -20,7 +20,8 @@ const MLP: usize = 4096;
 const HEADS: usize = 16;
 const HEAD_DIM: usize = 64;
 const LAYERS: usize = 24;
-const REPEATS: usize = 3;
+/// Timed rounds; each runs the baseline and then ours, so that both see the same machine load.
+const ROUNDS: usize = 5;
 
 fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -34,14 +35,22 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Best wall time of [`REPEATS`] runs after one warm-up.
-fn best_secs(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut best = f64::INFINITY;
-    for _ in 0..REPEATS {
+/// Best wall times of `baseline` and `ours` over [`ROUNDS`] alternating rounds, after one
+/// warm-up of each (best-of-n filters out other processes' bursts on a shared machine).
+fn best_secs(
+    mut baseline: impl FnMut() -> Result<()>,
+    mut ours: impl FnMut() -> Result<()>,
+) -> Result<(f64, f64)> {
+    baseline()?;
+    ours()?;
+    let mut best = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..ROUNDS {
         let t = Instant::now();
-        f()?;
-        best = best.min(t.elapsed().as_secs_f64());
+        baseline()?;
+        best.0 = best.0.min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        ours()?;
+        best.1 = best.1.min(t.elapsed().as_secs_f64());
     }
     Ok(best)
 }
@@ -169,19 +178,20 @@ fn main() -> Result<()> {
         let mat = be.upload_mat(&w, n, k)?;
         let x = be.upload(&x)?;
         let mut y = be.upload(&random(rows * n, seed + 4))?;
-        let ours_s = best_secs(|| be.linear(&mut y, &x, &mat, Some(&bias), epilogue, rows))?;
+        let mut y_base = y.clone();
         let mut wt = vec![0f32; k * n];
         for (o, row) in w.chunks_exact(k).enumerate() {
             for (c, &v) in row.iter().enumerate() {
                 wt[c * n + o] = v;
             }
         }
-        let baseline_s = pool.install(|| {
-            best_secs(|| {
-                raw_gemm(&mut y, &x, &wt, rows, k, n, threads);
+        let (baseline_s, ours_s) = best_secs(
+            || {
+                pool.install(|| raw_gemm(&mut y_base, &x, &wt, rows, k, n, threads));
                 Ok(())
-            })
-        })?;
+            },
+            || be.linear(&mut y, &x, &mat, Some(&bias), epilogue, rows),
+        )?;
         table.push(Row {
             workload: format!("linear {name} {rows}x{k}->{n} {epilogue:?}"),
             gflop: 2.0 * (rows * k * n) as f64 / 1e9,
@@ -193,14 +203,15 @@ fn main() -> Result<()> {
 
     let qkv = be.upload(&random(rows * 3 * WIDTH, 99))?;
     let mut out = be.zeros(rows * WIDTH)?;
-    let ours_s = best_secs(|| be.attention(&mut out, &qkv, BATCH, TOKENS, HEADS, HEAD_DIM, false))?;
+    let mut out_base = out.clone();
     let mut scores = vec![0f32; TOKENS * TOKENS];
-    let baseline_s = pool.install(|| {
-        best_secs(|| {
-            raw_attention(&mut out, &qkv, &mut scores, threads);
+    let (baseline_s, ours_s) = best_secs(
+        || {
+            pool.install(|| raw_attention(&mut out_base, &qkv, &mut scores, threads));
             Ok(())
-        })
-    })?;
+        },
+        || be.attention(&mut out, &qkv, BATCH, TOKENS, HEADS, HEAD_DIM, false),
+    )?;
     table.push(Row {
         workload: format!("attention {BATCH}x{TOKENS} {HEADS}x{HEAD_DIM}"),
         gflop: 4.0 * (BATCH * HEADS * TOKENS * TOKENS * HEAD_DIM) as f64 / 1e9,
