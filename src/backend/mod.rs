@@ -158,4 +158,24 @@ pub trait Backend: Send + Sync {
         side: usize,
         sigma: f32,
     ) -> Result<()>;
+
+    /// Top-1 cosine search against one memory bank (SPEC §7), accumulated:
+    /// `dist[r] += weight · (1 − max_b <q[r], bank[b]> / |q[r]|)`.
+    /// `queries: [rows, dim]` as they are (normalised inside), `bank: [bank_rows, dim]` with
+    /// L2-normalised rows (already in the backend's memory, reused across calls),
+    /// `dist: [rows]`. A blocked product with a running maximum: at most a fixed tile of
+    /// query × bank similarities exists at a time, whatever `rows` and `bank_rows`, and the same
+    /// path serves a 1-image bank and one of 100k+ rows. `bank_rows ≥ 1`; a zero query row gives
+    /// NaN, as torch's `q / |q|` does.
+    #[allow(clippy::too_many_arguments)]
+    fn nearest_cosine(
+        &self,
+        dist: &mut Self::Buf,
+        queries: &Self::Buf,
+        bank: &Self::Buf,
+        rows: usize,
+        bank_rows: usize,
+        dim: usize,
+        weight: f32,
+    ) -> Result<()>;
 }

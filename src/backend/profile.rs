@@ -195,4 +195,21 @@ impl<B: Backend> Backend for Profiled<B> {
                 .anomaly_maps(maps, patch, batch, grid, side, sigma)
         })
     }
+
+    fn nearest_cosine(
+        &self,
+        dist: &mut Self::Buf,
+        queries: &Self::Buf,
+        bank: &Self::Buf,
+        rows: usize,
+        bank_rows: usize,
+        dim: usize,
+        weight: f32,
+    ) -> Result<()> {
+        let flops = 2.0 * rows as f64 * bank_rows as f64 * dim as f64;
+        self.time("nearest_cosine", flops, || {
+            self.inner
+                .nearest_cosine(dist, queries, bank, rows, bank_rows, dim, weight)
+        })
+    }
 }

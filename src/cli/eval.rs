@@ -2,8 +2,9 @@
 //! of `metrics.json`, the paper's table layout (`metrics.md`) and per-image `scores.csv`.
 
 use super::common::{BackendArgs, ModelArgs};
+use crate::data::layouts::Category;
 use crate::data::layouts::{dataset_info, load_dataset, DatasetKind};
-use crate::eval::{evaluate_category, BatchScorer, Row};
+use crate::eval::{evaluate_category, CategoryResult, Row};
 use crate::metrics::report::MetricsReport;
 use crate::output::csv::field;
 use anyhow::{bail, Context, Result};
@@ -33,6 +34,22 @@ pub struct Args {
     pub categories: Option<Vec<String>>,
     #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
+    /// Few-shot AF-CLIP+ (SPEC §7): K normal training images per category and run form the
+    /// memory banks (0: zero-shot).
+    #[arg(long, default_value_t = 0)]
+    pub shots: usize,
+    /// Few-shot draws, each a full evaluation; metrics.json gets every run, their mean and std.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Seed of the few-shot draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// A memory bank from `afclip bank build`, used for every category (instead of --shots).
+    #[arg(long, conflicts_with = "shots")]
+    pub bank: Option<PathBuf>,
+    /// Weight of the zero-shot score in the few-shot score.
+    #[arg(long, default_value_t = crate::fewshot::scorer::DEFAULT_ALPHA)]
+    pub alpha: f32,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -50,7 +67,13 @@ pub fn run(args: Args) -> Result<()> {
         crate::backend::Backend::name(model.backend()),
         model.image_size()
     );
-    let report = evaluate(&mut model, &args, &categories, info)?;
+    if args.shots > 0 || args.bank.is_some() {
+        return crate::fewshot::eval::run(&model, &args, &categories, info);
+    }
+    let side = model.image_size();
+    let report = evaluate(&args, &categories, side, 0, &mut |cat, warnings| {
+        evaluate_category(&mut model, cat, info, args.batch_size, warnings)
+    })?;
     report.write(&args.out)
 }
 
@@ -62,23 +85,26 @@ pub struct EvalOutput {
     pub warnings: Vec<String>,
 }
 
-fn evaluate(
-    scorer: &mut dyn BatchScorer,
+/// Evaluates every category with `score_category` (a zero- or few-shot scorer on
+/// [`evaluate_category`]) into one report.
+pub(crate) fn evaluate(
     args: &Args,
-    categories: &[crate::data::layouts::Category],
-    info: crate::data::layouts::DatasetInfo,
+    categories: &[Category],
+    image_size: usize,
+    shots: usize,
+    score_category: &mut dyn FnMut(&Category, &mut Vec<String>) -> Result<CategoryResult>,
 ) -> Result<EvalOutput> {
     let mut report = MetricsReport {
         dataset: args.dataset.name().to_string(),
-        image_size: Some(scorer.image_size() as u64),
-        shots: Some(0),
+        image_size: Some(image_size as u64),
+        shots: Some(shots as u64),
         categories: Default::default(),
     };
     let mut rows = Vec::new();
     let mut warnings = Vec::new();
     for cat in categories {
         let start = Instant::now();
-        let result = evaluate_category(scorer, cat, info, args.batch_size, &mut warnings)?;
+        let result = score_category(cat, &mut warnings)?;
         eprintln!(
             "  {:<16} {:>5} images in {:>7.1} s",
             cat.name,

@@ -67,6 +67,7 @@ pub struct AfClip<B: Backend> {
     grid: usize,
     width: usize,
     layers: Vec<usize>,
+    fingerprint: String,
 }
 
 impl<B: Backend> AfClip<B> {
@@ -121,6 +122,11 @@ impl<B: Backend> AfClip<B> {
             side,
             grid: side / cfg.patch,
             width: cfg.vision_width,
+            fingerprint: crate::fewshot::fingerprint::vision_fingerprint(
+                cfg,
+                &ckpt.vision,
+                layers.iter().copied().max().unwrap_or(0),
+            ),
             layers,
             be,
         })
@@ -138,6 +144,19 @@ impl<B: Backend> AfClip<B> {
     pub fn layers(&self) -> &[usize] {
         &self.layers
     }
+    /// Vision width `d`: the width of the aggregated token sets.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+    /// The number of aggregated token sets (layers × [`WINDOWS`]).
+    pub fn sets(&self) -> usize {
+        self.layers.len() * WINDOWS.len()
+    }
+    /// Identifies the vision weights that the features depend on (see
+    /// [`crate::fewshot::fingerprint`]); memory banks record it.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
     /// `[2, e]`: normal, abnormal; L2-normalised.
     pub fn text_features(&self) -> &[f32] {
         &self.text_features
@@ -153,17 +172,21 @@ impl<B: Backend> AfClip<B> {
             .collect()
     }
 
-    /// Scores a batch of normalised images `pixels: [batch, 3, S, S]`.
-    pub fn score(&self, pixels: &[f32], batch: usize, with_maps: bool) -> Result<BatchScores> {
+    /// Runs the vision tower on `pixels: [batch, 3, S, S]` and hands each aggregated token set
+    /// `c: [batch, 1 + g*g, d]` (SPEC §3, raw: no adaptor) to `visit(set, c)`, for set
+    /// `layer_index · 3 + window_index` in that order.
+    pub fn for_each_set(
+        &self,
+        pixels: &[f32],
+        batch: usize,
+        visit: &mut dyn FnMut(usize, &B::Buf) -> Result<()>,
+    ) -> Result<()> {
         let be = &self.be;
-        let t = self.vision.tokens();
-        let rows = batch * t;
         let px = be.upload(pixels)?;
         let features = self.vision.forward(be, &px, batch)?;
-        let mut logits = be.zeros(rows * 2)?;
-        let mut aggregated = be.zeros(rows * self.width)?;
-        for f in &features {
-            for &r in &WINDOWS {
+        let mut aggregated = be.zeros(batch * self.vision.tokens() * self.width)?;
+        for (l, f) in features.iter().enumerate() {
+            for (w, &r) in WINDOWS.iter().enumerate() {
                 let c = if r == 1 {
                     f
                 } else {
@@ -178,17 +201,42 @@ impl<B: Backend> AfClip<B> {
                     )?;
                     &aggregated
                 };
-                let z = self.adaptor.forward(be, c, batch, t)?;
-                be.state_logits(
-                    &mut logits,
-                    &z,
-                    &self.text,
-                    rows,
-                    self.embed,
-                    1.0 / TEMPERATURE,
-                )?;
+                visit(l * WINDOWS.len() + w, c)?;
             }
         }
+        Ok(())
+    }
+
+    /// Scores a batch of normalised images `pixels: [batch, 3, S, S]`.
+    pub fn score(&self, pixels: &[f32], batch: usize, with_maps: bool) -> Result<BatchScores> {
+        self.score_with(pixels, batch, with_maps, &mut |_, _| Ok(()))
+    }
+
+    /// [`AfClip::score`] in one forward pass with [`AfClip::for_each_set`]: `visit` sees every
+    /// aggregated set before the adaptor does (the few-shot search uses this).
+    pub fn score_with(
+        &self,
+        pixels: &[f32],
+        batch: usize,
+        with_maps: bool,
+        visit: &mut dyn FnMut(usize, &B::Buf) -> Result<()>,
+    ) -> Result<BatchScores> {
+        let be = &self.be;
+        let t = self.vision.tokens();
+        let rows = batch * t;
+        let mut logits = be.zeros(rows * 2)?;
+        self.for_each_set(pixels, batch, &mut |set, c| {
+            visit(set, c)?;
+            let z = self.adaptor.forward(be, c, batch, t)?;
+            be.state_logits(
+                &mut logits,
+                &z,
+                &self.text,
+                rows,
+                self.embed,
+                1.0 / TEMPERATURE,
+            )
+        })?;
         let mut probs = be.zeros(rows)?;
         be.abnormal_probability(&mut probs, &logits, rows)?;
         let probs = be.download(&probs)?;

@@ -13,6 +13,7 @@ mod maps;
 mod norm;
 mod patch;
 mod score;
+mod search;
 mod vector;
 
 use anyhow::{anyhow, ensure, Context, Result};
@@ -307,5 +308,19 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         self.pool
             .install(|| maps::anomaly_maps(maps, patch, batch, grid, side, sigma))
+    }
+
+    fn nearest_cosine(
+        &self,
+        dist: &mut Vec<f32>,
+        queries: &Vec<f32>,
+        bank: &Vec<f32>,
+        rows: usize,
+        bank_rows: usize,
+        dim: usize,
+        weight: f32,
+    ) -> Result<()> {
+        self.pool
+            .install(|| search::nearest_cosine(dist, queries, bank, rows, bank_rows, dim, weight))
     }
 }
