@@ -60,6 +60,7 @@ fn scores_and_maps_match_the_reference_and_bad_images_do_not_stop_the_run() {
             "2",
             "--save-maps",
             "npy",
+            "--allow-errors",
             "--out",
             s(out),
             s(&inputs),

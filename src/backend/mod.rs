@@ -35,8 +35,13 @@ pub trait Backend: Send + Sync {
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     fn buf_len(&self, buf: &Self::Buf) -> usize;
-    /// `w` is `[out_dim, in_dim]` row-major.
+    /// `w` is `[out_dim, in_dim]` row-major, kept at full precision.
     fn upload_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<Self::Mat>;
+    /// A frozen CLIP tower weight: the backend may store it at its reduced GEMM precision
+    /// (the CPU backend's `--precision bf16`); by default it is [`Backend::upload_mat`].
+    fn upload_frozen_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<Self::Mat> {
+        self.upload_mat(w, out_dim, in_dim)
+    }
 
     /// `y[rows, out] (=|+=) epilogue(x[rows, in] · Wᵀ + bias[out])`.
     fn linear(

@@ -1,9 +1,10 @@
 //! `afclip score`: zero-shot scores (and optionally anomaly maps) for images and folders.
 
 use super::common::{BackendArgs, ModelArgs};
-use crate::data::inputs::{collect_inputs, Input};
-use crate::data::pipeline::ordered_map;
-use crate::data::preprocess::{load_image, PreparedImage};
+use crate::data::cache::Cache;
+use crate::data::inputs::{walk_inputs, Input};
+use crate::data::pipeline::{ordered_map, ImageLoader, DEFAULT_MAX_PIXELS};
+use crate::data::preprocess::PreparedImage;
 use crate::model::afclip::AfClip;
 use crate::output::csv::field;
 use crate::output::heatmap::overlay;
@@ -37,6 +38,15 @@ pub struct Args {
     pub batch_size: usize,
     #[arg(long, value_enum, default_value_t = MapFormat::None)]
     pub save_maps: MapFormat,
+    /// Keep resized images here (memory-mapped files) so later runs skip decoding.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Refuse images with more pixels than this (before decoding them).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+    /// Exit with code 0 even when some inputs failed (default: code 3).
+    #[arg(long)]
+    pub allow_errors: bool,
     /// Image files or folders (walked recursively, sorted).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
@@ -46,12 +56,11 @@ pub fn run(args: Args) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let inputs = collect_inputs(&args.inputs)?;
+    let inputs = walk_inputs(&args.inputs)?;
     let be = args.backend.cpu()?;
     let model = args.model.load(be)?;
     eprintln!(
-        "afclip score: {} images, {}, image size {}, layers {:?}",
-        inputs.len(),
+        "afclip score: {}, image size {}, layers {:?}",
         crate::backend::Backend::name(model.backend()),
         model.image_size(),
         model.layers()
@@ -65,16 +74,28 @@ pub fn run(args: Args) -> Result<()> {
             .with_context(|| format!("cannot create {}", partial_csv.display()))?,
     );
     writeln!(csv, "path,score,status,error")?;
-    let total = inputs.len();
-    let side = model.image_size();
+    let cache = args.cache.as_deref().map(Cache::open).transpose()?;
+    let loader = ImageLoader {
+        side: model.image_size(),
+        max_pixels: args.max_pixels,
+        cache,
+    };
+    let loader = std::sync::Arc::new(loader);
+    let worker = std::sync::Arc::clone(&loader);
     let rx = ordered_map(inputs, args.batch_size * 4, move |input: &Input| {
-        (input.clone(), load_image(&input.path, side))
+        let result = match &input.problem {
+            Some(p) => Err(anyhow::anyhow!("{p}")),
+            None => worker.load(&input.path),
+        };
+        (input.clone(), result)
     });
-    let mut progress = Progress::new(total);
+    let mut progress = Progress::new();
     let mut group: Vec<(Input, Result<PreparedImage>)> = Vec::new();
     let mut ready = 0;
+    let mut failed = 0u64;
     for item in rx.iter() {
         ready += item.1.is_ok() as usize;
+        failed += item.1.is_err() as u64;
         group.push(item);
         if ready == args.batch_size {
             progress.advance(group.len());
@@ -92,8 +113,44 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::rename(&partial_csv, &final_csv)
         .with_context(|| format!("cannot move {} into place", partial_csv.display()))?;
     eprintln!("wrote {}", final_csv.display());
+    if let Some(stats) = loader.cache.as_ref().map(Cache::stats) {
+        eprintln!(
+            "cache: {} hits, {} misses, {} corrupt entries rebuilt",
+            stats.hits, stats.misses, stats.rebuilt
+        );
+    }
+    if failed > 0 && !args.allow_errors {
+        return Err(InputsFailed {
+            failed,
+            total: progress.done as u64,
+            csv: final_csv,
+        }
+        .into());
+    }
     Ok(())
 }
+
+/// Some inputs could not be scored (their rows say why); the process exits with code 3.
+#[derive(Debug)]
+pub struct InputsFailed {
+    pub failed: u64,
+    pub total: u64,
+    pub csv: PathBuf,
+}
+
+impl std::fmt::Display for InputsFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} inputs failed (rows with status=error in {}); --allow-errors accepts that",
+            self.failed,
+            self.total,
+            self.csv.display()
+        )
+    }
+}
+
+impl std::error::Error for InputsFailed {}
 
 /// Scores the decodable images of `group` in one batch and writes every row in input order.
 fn score_group<B: crate::backend::Backend>(
@@ -175,7 +232,6 @@ fn write_map(
 
 /// Images/s on stderr: a rewritten line on a terminal, a line every 10 s otherwise.
 struct Progress {
-    total: usize,
     done: usize,
     start: Instant,
     last: Instant,
@@ -183,10 +239,9 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: usize) -> Self {
+    fn new() -> Self {
         let now = Instant::now();
         Self {
-            total,
             done: 0,
             start: now,
             last: now,
@@ -206,9 +261,8 @@ impl Progress {
     fn print(&self) {
         let secs = self.start.elapsed().as_secs_f64().max(1e-9);
         let line = format!(
-            "scored {}/{} images, {:.2} images/s",
+            "scored {} images, {:.2} images/s",
             self.done,
-            self.total,
             self.done as f64 / secs
         );
         if self.tty {

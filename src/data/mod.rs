@@ -1,4 +1,5 @@
 //! Input side: finding images, decoding, Pillow-exact resizing, normalisation.
+pub mod cache;
 pub mod decode;
 pub mod inputs;
 pub mod layouts;
