@@ -67,7 +67,9 @@ impl Case {
     }
 
     fn run(&self, be: &CpuBackend, epilogue: Epilogue) -> Vec<f32> {
-        let w = be.upload_mat(&self.w, self.out_dim, self.in_dim).unwrap();
+        let w = be
+            .upload_frozen_mat(&self.w, self.out_dim, self.in_dim)
+            .unwrap();
         let x = be.upload(&self.x).unwrap();
         let b = be.upload(&self.bias).unwrap();
         let mut y = be.upload(&self.y0).unwrap();

@@ -72,6 +72,13 @@ impl<B: Backend> Backend for Profiled<B> {
     fn upload_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<Self::Mat> {
         Ok((self.inner.upload_mat(w, out_dim, in_dim)?, out_dim, in_dim))
     }
+    fn upload_frozen_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<Self::Mat> {
+        Ok((
+            self.inner.upload_frozen_mat(w, out_dim, in_dim)?,
+            out_dim,
+            in_dim,
+        ))
+    }
     fn linear(
         &self,
         y: &mut Self::Buf,

@@ -64,7 +64,7 @@ pub fn state_text_features<B: Backend>(
     let blocks: Vec<Block<B>> = w
         .blocks
         .iter()
-        .map(|b| Block::upload(be, b, t, cfg.text_mlp))
+        .map(|b| Block::upload(be, b, t, cfg.text_mlp, false))
         .collect::<Result<_>>()?;
     let mut xb = be.upload(&x)?;
     let mut scratch = blocks[0].scratch(be, n * ctx)?;

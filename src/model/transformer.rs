@@ -26,19 +26,34 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
-    pub fn upload(be: &B, w: &BlockWeights, width: usize, mlp: usize) -> Result<Self> {
+    /// `reduced`: store the matrices at the backend's reduced frozen-weight precision (the
+    /// vision tower, where the time goes); the text tower runs once and keeps full precision.
+    pub fn upload(
+        be: &B,
+        w: &BlockWeights,
+        width: usize,
+        mlp: usize,
+        reduced: bool,
+    ) -> Result<Self> {
+        let mat = |m: &[f32], o: usize, i: usize| {
+            if reduced {
+                be.upload_frozen_mat(m, o, i)
+            } else {
+                be.upload_mat(m, o, i)
+            }
+        };
         Ok(Self {
             ln1_w: be.upload(&w.ln1_w)?,
             ln1_b: be.upload(&w.ln1_b)?,
-            in_proj: be.upload_mat(&w.in_proj_w, 3 * width, width)?,
+            in_proj: mat(&w.in_proj_w, 3 * width, width)?,
             in_proj_b: be.upload(&w.in_proj_b)?,
-            out: be.upload_mat(&w.out_w, width, width)?,
+            out: mat(&w.out_w, width, width)?,
             out_b: be.upload(&w.out_b)?,
             ln2_w: be.upload(&w.ln2_w)?,
             ln2_b: be.upload(&w.ln2_b)?,
-            fc: be.upload_mat(&w.fc_w, mlp, width)?,
+            fc: mat(&w.fc_w, mlp, width)?,
             fc_b: be.upload(&w.fc_b)?,
-            proj: be.upload_mat(&w.proj_w, width, mlp)?,
+            proj: mat(&w.proj_w, width, mlp)?,
             proj_b: be.upload(&w.proj_b)?,
             width,
             mlp,

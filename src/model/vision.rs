@@ -37,14 +37,14 @@ impl<B: Backend> VisionTower<B> {
         let depth = *layers.iter().max().expect("layers validated non-empty");
         let pos = interpolate_pos_embedding(&w.pos, width, cfg.trained_grid, grid);
         Ok(Self {
-            conv: be.upload_mat(&w.conv, width, 3 * cfg.patch * cfg.patch)?,
+            conv: be.upload_frozen_mat(&w.conv, width, 3 * cfg.patch * cfg.patch)?,
             cls: be.upload(&w.cls)?,
             pos: be.upload(&pos)?,
             ln_pre_w: be.upload(&w.ln_pre_w)?,
             ln_pre_b: be.upload(&w.ln_pre_b)?,
             blocks: w.blocks[..depth]
                 .iter()
-                .map(|b| Block::upload(be, b, width, cfg.vision_mlp))
+                .map(|b| Block::upload(be, b, width, cfg.vision_mlp, true))
                 .collect::<Result<_>>()?,
             width,
             patch: cfg.patch,

@@ -182,6 +182,11 @@ impl Backend for CpuBackend {
     }
 
     fn upload_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<CpuMat> {
+        self.pool
+            .install(|| Ok(CpuMat(MatData::F32(F32Mat::new(w, out_dim, in_dim)?))))
+    }
+
+    fn upload_frozen_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<CpuMat> {
         self.pool.install(|| {
             Ok(CpuMat(match self.precision {
                 Precision::F32 => MatData::F32(F32Mat::new(w, out_dim, in_dim)?),
