@@ -7,6 +7,8 @@
 //! of what they are handed and return an error (never panic) when they do not match.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod profile;
 
 use anyhow::Result;
@@ -182,5 +184,98 @@ pub trait Backend: Send + Sync {
         bank_rows: usize,
         dim: usize,
         weight: f32,
+    ) -> Result<()>;
+
+    // ---- Training (SPEC §8): backward ops and the GEMM they are built from. ----
+
+    /// General matrix product `c[m, n] (=|+=) op(a) · op(b)`, `dims = (m, k, n)`,
+    /// `op(a): [m, k]`, `op(b): [k, n]`.
+    /// `a` is stored `[m, k]` row-major, or `[k, m]` when `trans_a`; `b` is `[k, n]`, or `[n, k]`
+    /// when `trans_b`. With `accumulate` the product is added to `c`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &self,
+        c: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        dims: (usize, usize, usize),
+        trans_a: bool,
+        trans_b: bool,
+        accumulate: bool,
+    ) -> Result<()>;
+
+    /// Bias gradient: `db[j] += Σ_r dy[r, j]`, `dy: [rows, dim]`, `db: [dim]`.
+    fn bias_grad(&self, db: &mut Self::Buf, dy: &Self::Buf, rows: usize, dim: usize) -> Result<()>;
+
+    /// `y[i] = x[i]·sigmoid(1.702·x[i])`, the activation a `QuickGelu` epilogue applies.
+    fn quick_gelu(&self, y: &mut Self::Buf, x: &Self::Buf, len: usize) -> Result<()>;
+
+    /// `dx[i] = dy[i] · d/dx quick_gelu(x[i])` (`x` the pre-activation).
+    fn quick_gelu_backward(
+        &self,
+        dx: &mut Self::Buf,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        len: usize,
+    ) -> Result<()>;
+
+    /// Backward of [`Backend::layer_norm`] for `x, dy: [rows, dim]`, recomputing mean and
+    /// variance from `x`. Every output is accumulated: `dx += ∂L/∂x` (when given),
+    /// `dgamma += Σ_r dy·x̂`, `dbeta += Σ_r dy` (when given).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_backward(
+        &self,
+        dx: Option<&mut Self::Buf>,
+        dgamma_dbeta: Option<(&mut Self::Buf, &mut Self::Buf)>,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()>;
+
+    /// Backward of [`Backend::attention`]: `dqkv` (same layout as `qkv`, overwritten) from
+    /// `dout: [batch, tokens, heads, head_dim]`, recomputing the softmax from `qkv`:
+    /// `dV = Pᵀ dO`, `dP = dO Vᵀ`, `dS = P ∘ (dP − rowsum(dP ∘ P))`, `dQ = dS K / sqrt(hd)`,
+    /// `dK = dSᵀ Q / sqrt(hd)`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        dqkv: &mut Self::Buf,
+        dout: &Self::Buf,
+        qkv: &Self::Buf,
+        batch: usize,
+        tokens: usize,
+        heads: usize,
+        head_dim: usize,
+        causal: bool,
+    ) -> Result<()>;
+
+    /// Backward of [`Backend::state_logits`], accumulated: with `ẑ = z/|z|`,
+    /// `g[r] = scale·Σ_s dlogits[r, s]·text[s]`, `dz[r] += (g[r] − <g[r], ẑ[r]>·ẑ[r]) / |z[r]|`
+    /// and `dtext[s] += scale·Σ_r dlogits[r, s]·ẑ[r]`. `z, dz: [rows, dim]`,
+    /// `text, dtext: [2, dim]`, `dlogits: [rows, 2]`.
+    #[allow(clippy::too_many_arguments)]
+    fn state_logits_backward(
+        &self,
+        dz: &mut Self::Buf,
+        dtext: &mut Self::Buf,
+        dlogits: &Self::Buf,
+        z: &Self::Buf,
+        text: &Self::Buf,
+        rows: usize,
+        dim: usize,
+        scale: f32,
+    ) -> Result<()>;
+
+    /// Backward of [`Backend::abnormal_probability`]: `p = sigmoid(l1 − l0)`,
+    /// `dlogits[r] = (−g, g)` with `g = dprobs[r]·p(1 − p)`; overwritten.
+    fn abnormal_probability_backward(
+        &self,
+        dlogits: &mut Self::Buf,
+        dprobs: &Self::Buf,
+        logits: &Self::Buf,
+        rows: usize,
     ) -> Result<()>;
 }

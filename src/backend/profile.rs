@@ -202,7 +202,6 @@ impl<B: Backend> Backend for Profiled<B> {
                 .anomaly_maps(maps, patch, batch, grid, side, sigma)
         })
     }
-
     fn nearest_cosine(
         &self,
         dist: &mut Self::Buf,
@@ -217,6 +216,102 @@ impl<B: Backend> Backend for Profiled<B> {
         self.time("nearest_cosine", flops, || {
             self.inner
                 .nearest_cosine(dist, queries, bank, rows, bank_rows, dim, weight)
+        })
+    }
+
+    fn matmul(
+        &self,
+        c: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        dims: (usize, usize, usize),
+        trans_a: bool,
+        trans_b: bool,
+        accumulate: bool,
+    ) -> Result<()> {
+        let flops = 2.0 * dims.0 as f64 * dims.1 as f64 * dims.2 as f64;
+        self.time("matmul", flops, || {
+            self.inner
+                .matmul(c, a, b, dims, trans_a, trans_b, accumulate)
+        })
+    }
+    fn bias_grad(&self, db: &mut Self::Buf, dy: &Self::Buf, rows: usize, dim: usize) -> Result<()> {
+        self.time("bias_grad", 0.0, || self.inner.bias_grad(db, dy, rows, dim))
+    }
+    fn quick_gelu(&self, y: &mut Self::Buf, x: &Self::Buf, len: usize) -> Result<()> {
+        self.time("quick_gelu", 0.0, || self.inner.quick_gelu(y, x, len))
+    }
+    fn quick_gelu_backward(
+        &self,
+        dx: &mut Self::Buf,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        len: usize,
+    ) -> Result<()> {
+        self.time("quick_gelu_backward", 0.0, || {
+            self.inner.quick_gelu_backward(dx, dy, x, len)
+        })
+    }
+    fn layer_norm_backward(
+        &self,
+        dx: Option<&mut Self::Buf>,
+        dgamma_dbeta: Option<(&mut Self::Buf, &mut Self::Buf)>,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()> {
+        self.time("layer_norm_backward", 0.0, || {
+            self.inner
+                .layer_norm_backward(dx, dgamma_dbeta, dy, x, gamma, rows, dim, eps)
+        })
+    }
+    fn attention_backward(
+        &self,
+        dqkv: &mut Self::Buf,
+        dout: &Self::Buf,
+        qkv: &Self::Buf,
+        batch: usize,
+        tokens: usize,
+        heads: usize,
+        head_dim: usize,
+        causal: bool,
+    ) -> Result<()> {
+        // P recomputed (QKᵀ), dV, dP, dQ, dK: five t·t·hd products per head.
+        let flops = 10.0 * (batch * heads) as f64 * (tokens * tokens * head_dim) as f64;
+        self.time("attention_backward", flops, || {
+            self.inner
+                .attention_backward(dqkv, dout, qkv, batch, tokens, heads, head_dim, causal)
+        })
+    }
+    fn state_logits_backward(
+        &self,
+        dz: &mut Self::Buf,
+        dtext: &mut Self::Buf,
+        dlogits: &Self::Buf,
+        z: &Self::Buf,
+        text: &Self::Buf,
+        rows: usize,
+        dim: usize,
+        scale: f32,
+    ) -> Result<()> {
+        self.time("state_logits_backward", 0.0, || {
+            self.inner
+                .state_logits_backward(dz, dtext, dlogits, z, text, rows, dim, scale)
+        })
+    }
+    fn abnormal_probability_backward(
+        &self,
+        dlogits: &mut Self::Buf,
+        dprobs: &Self::Buf,
+        logits: &Self::Buf,
+        rows: usize,
+    ) -> Result<()> {
+        self.time("abnormal_probability_backward", 0.0, || {
+            self.inner
+                .abnormal_probability_backward(dlogits, dprobs, logits, rows)
         })
     }
 }

@@ -7,6 +7,7 @@
 
 mod aggregate;
 mod attention;
+mod backward;
 mod gemm;
 mod gemm_bf16;
 mod maps;
@@ -314,7 +315,6 @@ impl Backend for CpuBackend {
         self.pool
             .install(|| maps::anomaly_maps(maps, patch, batch, grid, side, sigma))
     }
-
     fn nearest_cosine(
         &self,
         dist: &mut Vec<f32>,
@@ -327,5 +327,103 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         self.pool
             .install(|| search::nearest_cosine(dist, queries, bank, rows, bank_rows, dim, weight))
+    }
+
+    fn matmul(
+        &self,
+        c: &mut Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        dims: (usize, usize, usize),
+        trans_a: bool,
+        trans_b: bool,
+        accumulate: bool,
+    ) -> Result<()> {
+        self.pool
+            .install(|| backward::matmul::matmul(c, a, b, dims, trans_a, trans_b, accumulate))
+    }
+
+    fn bias_grad(&self, db: &mut Vec<f32>, dy: &Vec<f32>, rows: usize, dim: usize) -> Result<()> {
+        self.pool
+            .install(|| backward::elementwise::bias_grad(db, dy, rows, dim))
+    }
+
+    fn quick_gelu(&self, y: &mut Vec<f32>, x: &Vec<f32>, len: usize) -> Result<()> {
+        self.pool
+            .install(|| backward::elementwise::quick_gelu(y, x, len))
+    }
+
+    fn quick_gelu_backward(
+        &self,
+        dx: &mut Vec<f32>,
+        dy: &Vec<f32>,
+        x: &Vec<f32>,
+        len: usize,
+    ) -> Result<()> {
+        self.pool
+            .install(|| backward::elementwise::quick_gelu_backward(dx, dy, x, len))
+    }
+
+    fn layer_norm_backward(
+        &self,
+        dx: Option<&mut Vec<f32>>,
+        dgamma_dbeta: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
+        dy: &Vec<f32>,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let dx = dx.map(|d| d.as_mut_slice());
+        let dp = dgamma_dbeta.map(|(g, b)| (g.as_mut_slice(), b.as_mut_slice()));
+        self.pool
+            .install(|| backward::norm::layer_norm_backward(dx, dp, dy, x, gamma, rows, dim, eps))
+    }
+
+    fn attention_backward(
+        &self,
+        dqkv: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        qkv: &Vec<f32>,
+        batch: usize,
+        tokens: usize,
+        heads: usize,
+        head_dim: usize,
+        causal: bool,
+    ) -> Result<()> {
+        self.pool.install(|| {
+            backward::attention::attention_backward(
+                dqkv, dout, qkv, batch, tokens, heads, head_dim, causal,
+            )
+        })
+    }
+
+    fn state_logits_backward(
+        &self,
+        dz: &mut Vec<f32>,
+        dtext: &mut Vec<f32>,
+        dlogits: &Vec<f32>,
+        z: &Vec<f32>,
+        text: &Vec<f32>,
+        rows: usize,
+        dim: usize,
+        scale: f32,
+    ) -> Result<()> {
+        self.pool.install(|| {
+            backward::score::state_logits_backward(dz, dtext, dlogits, z, text, rows, dim, scale)
+        })
+    }
+
+    fn abnormal_probability_backward(
+        &self,
+        dlogits: &mut Vec<f32>,
+        dprobs: &Vec<f32>,
+        logits: &Vec<f32>,
+        rows: usize,
+    ) -> Result<()> {
+        self.pool.install(|| {
+            backward::score::abnormal_probability_backward(dlogits, dprobs, logits, rows)
+        })
     }
 }

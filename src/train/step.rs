@@ -1,0 +1,305 @@
+//! One training step (SPEC §8) on cached vision features: forward through the 12 token sets,
+//! the losses, and the backward to every trainable parameter.
+//!
+//! ```text
+//! t_n, t_a = text(P)                                   (saved activations)
+//! for each layer f, window r:  c = agg_r(f),  z = adaptor(c),  S += cos(z, t)/0.07
+//! p = softmax(S)[:, 1]
+//! L = FL(p[0], y) + λ1·(FL(P, M) + L1(P, M)) + λ2·mean_12 Lpal(z)
+//! ```
+//!
+//! The backward runs the chain in reverse: `dS` (shared by the 12 sets, whose logits are
+//! summed), then per set `dz` (scores + alignment) → adaptor gradients and `dt`, then the text
+//! tower down to `dP`. Activations of all 12 sets are kept between the two passes.
+
+use super::adaptor::{AdaptorActs, AdaptorParams, PostProj};
+use super::losses::{focal_loss, l1_loss, PatchAlignment};
+use super::params::zeros_like;
+use super::text::TrainText;
+use crate::backend::Backend;
+use crate::model::afclip::{AGGREGATION_SIGMA, TEMPERATURE, WINDOWS};
+use crate::model::checkpoint::Checkpoint;
+use crate::model::head::{Head, ADAPTOR_INNER};
+use crate::model::text::STATE_SENTENCES;
+use crate::model::tokenizer::ClipTokenizer;
+use anyhow::{ensure, Result};
+
+/// Loss weights λ1 (patch focal + L1) and λ2 (patch alignment), SPEC §8.
+pub const LAMBDA_PATCH: f64 = 1.0;
+pub const LAMBDA_ALIGN: f64 = 1.0;
+
+/// What the step trains on; the ablations switch parts off.
+#[derive(Clone, Debug)]
+pub struct StepOptions {
+    /// Aggregation windows (SPEC §3: 1, 3, 5; `[1]` = no aggregation).
+    pub windows: Vec<usize>,
+    /// Weight of the patch-alignment loss (0 = the "no alignment loss" ablation).
+    pub align_weight: f64,
+}
+
+impl Default for StepOptions {
+    fn default() -> Self {
+        Self {
+            windows: WINDOWS.to_vec(),
+            align_weight: LAMBDA_ALIGN,
+        }
+    }
+}
+
+/// One batch: cached features and ground truth.
+pub struct Batch {
+    pub size: usize,
+    /// One `[size, tokens, d]` array per feature layer.
+    pub features: Vec<Vec<f32>>,
+    /// `[size]`: 1 anomalous, 0 normal.
+    pub labels: Vec<f32>,
+    /// `[size, g²]`: downsampled, binarised masks (SPEC §8).
+    pub masks: Vec<f32>,
+}
+
+/// The loss and its terms (the patch terms before λ1, the alignment term before λ2).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Losses {
+    pub total: f64,
+    pub image_focal: f64,
+    pub patch_focal: f64,
+    pub patch_l1: f64,
+    pub alignment: f64,
+}
+
+pub struct StepOutput {
+    pub losses: Losses,
+    /// `∂L/∂θ` for every trainable tensor, shaped like the head.
+    pub grads: Head,
+}
+
+/// The frozen parts of the model a step needs.
+pub struct TrainModel<B: Backend> {
+    be: B,
+    text: TrainText<B>,
+    post: PostProj<B>,
+    width: usize,
+    grid: usize,
+    opts: StepOptions,
+}
+
+struct SetState<B: Backend> {
+    c: Option<B::Buf>,
+    acts: AdaptorActs<B>,
+    alignment: Option<(PatchAlignment, Vec<f32>)>,
+}
+
+impl<B: Backend> TrainModel<B> {
+    pub fn new(
+        be: B,
+        ckpt: &Checkpoint,
+        tokenizer: &ClipTokenizer,
+        image_size: usize,
+        opts: StepOptions,
+    ) -> Result<Self> {
+        let cfg = &ckpt.config;
+        ensure!(
+            image_size > 0 && image_size.is_multiple_of(cfg.patch),
+            "image size {image_size} is not a positive multiple of the model's patch size {}",
+            cfg.patch
+        );
+        ensure!(
+            !opts.windows.is_empty() && opts.windows.iter().all(|w| w % 2 == 1),
+            "aggregation windows {:?} must be odd and at least one",
+            opts.windows
+        );
+        let ids = STATE_SENTENCES
+            .iter()
+            .map(|s| tokenizer.encode(s))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            text: TrainText::new(&be, cfg, &ckpt.text, &ids)?,
+            post: PostProj::upload(&be, &ckpt.vision, cfg.vision_width, cfg.embed_dim)?,
+            width: cfg.vision_width,
+            grid: image_size / cfg.patch,
+            opts,
+            be,
+        })
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.be
+    }
+    pub fn grid(&self) -> usize {
+        self.grid
+    }
+    pub fn options(&self) -> &StepOptions {
+        &self.opts
+    }
+
+    /// Loss and gradients of `head` on `batch`.
+    pub fn step(&self, head: &Head, batch: &Batch) -> Result<StepOutput> {
+        let be = &self.be;
+        let (bsz, d, g2) = (batch.size, self.width, self.grid * self.grid);
+        let e = self.post.embed();
+        let tokens = 1 + g2;
+        let rows = bsz * tokens;
+        ensure!(
+            bsz > 0 && batch.labels.len() == bsz && batch.masks.len() == bsz * g2,
+            "training batch: {bsz} images with {} labels and {} mask values (expected {} each)",
+            batch.labels.len(),
+            batch.masks.len(),
+            g2
+        );
+        for (i, f) in batch.features.iter().enumerate() {
+            ensure!(
+                f.len() == rows * d,
+                "training batch: features of layer {i} hold {} values, expected [{bsz}, {tokens}, {d}]",
+                f.len()
+            );
+        }
+        let text_acts = self.text.forward(be, &head.prompt)?;
+        let text = be.upload(&text_acts.features)?;
+        let params = AdaptorParams::upload(be, head)?;
+        let n_sets = batch.features.len() * self.opts.windows.len();
+        let align = self.opts.align_weight;
+
+        // Forward: every set's activations, the summed logits, the alignment terms.
+        let mut logits = be.zeros(rows * 2)?;
+        let mut sets: Vec<SetState<B>> = Vec::with_capacity(n_sets);
+        let mut alignment = 0.0;
+        let layer_bufs: Vec<B::Buf> = batch
+            .features
+            .iter()
+            .map(|f| be.upload(f))
+            .collect::<Result<_>>()?;
+        for f in &layer_bufs {
+            for &r in &self.opts.windows {
+                let c = if r == 1 {
+                    None
+                } else {
+                    let mut c = be.zeros(rows * d)?;
+                    be.aggregate(&mut c, f, bsz, self.grid, d, r, AGGREGATION_SIGMA)?;
+                    Some(c)
+                };
+                let acts = params.forward(be, &self.post, c.as_ref().unwrap_or(f), bsz, tokens)?;
+                be.state_logits(&mut logits, &acts.z, &text, rows, e, 1.0 / TEMPERATURE)?;
+                let alignment_terms = if align != 0.0 {
+                    let z = be.download(&acts.z)?;
+                    let zn = normalised_patches(&z, bsz, tokens, e);
+                    let pal = PatchAlignment::new(&zn, &batch.masks, bsz, e)?;
+                    alignment += pal.value / n_sets as f64;
+                    Some((pal, z))
+                } else {
+                    None
+                };
+                sets.push(SetState {
+                    c,
+                    acts,
+                    alignment: alignment_terms,
+                });
+            }
+        }
+        let mut probs = be.zeros(rows)?;
+        be.abnormal_probability(&mut probs, &logits, rows)?;
+        let probs = be.download(&probs)?;
+
+        // Losses and ∂L/∂p.
+        let image: Vec<f32> = probs.chunks_exact(tokens).map(|p| p[0]).collect();
+        let patch: Vec<f32> = probs
+            .chunks_exact(tokens)
+            .flat_map(|p| p[1..].iter().copied())
+            .collect();
+        let fl_image = focal_loss(&image, &batch.labels)?;
+        let fl_patch = focal_loss(&patch, &batch.masks)?;
+        let l1 = l1_loss(&patch, &batch.masks)?;
+        let losses = Losses {
+            total: fl_image.value + LAMBDA_PATCH * (fl_patch.value + l1.value) + align * alignment,
+            image_focal: fl_image.value,
+            patch_focal: fl_patch.value,
+            patch_l1: l1.value,
+            alignment,
+        };
+        let mut dprobs = vec![0f32; rows];
+        for (b, dp) in dprobs.chunks_exact_mut(tokens).enumerate() {
+            dp[0] = fl_image.grad[b];
+            for (i, v) in dp[1..].iter_mut().enumerate() {
+                let k = b * g2 + i;
+                *v = (LAMBDA_PATCH * f64::from(fl_patch.grad[k] + l1.grad[k])) as f32;
+            }
+        }
+        let dprobs = be.upload(&dprobs)?;
+        let mut dlogits = be.zeros(rows * 2)?;
+        be.abnormal_probability_backward(&mut dlogits, &dprobs, &logits, rows)?;
+
+        // Backward through every set, then the text tower.
+        let mut grads = params.zero_grads(be, d)?;
+        let mut dtext = be.zeros(2 * e)?;
+        let set_layers = self.opts.windows.len();
+        for (k, set) in sets.iter().enumerate() {
+            let dz_host = match &set.alignment {
+                Some((pal, z)) => {
+                    let dzn = pal.grad(&batch.masks, e, align / n_sets as f64);
+                    alignment_dz(&dzn, z, bsz, tokens, e)
+                }
+                None => vec![0f32; rows * e],
+            };
+            let mut dz = be.upload(&dz_host)?;
+            be.state_logits_backward(
+                &mut dz,
+                &mut dtext,
+                &dlogits,
+                &set.acts.z,
+                &text,
+                rows,
+                e,
+                1.0 / TEMPERATURE,
+            )?;
+            let f = &layer_bufs[k / set_layers];
+            let c = set.c.as_ref().unwrap_or(f);
+            params.backward(be, &self.post, &set.acts, c, &dz, bsz, tokens, &mut grads)?;
+        }
+        let dtext = be.download(&dtext)?;
+        let dprompt = self.text.backward(be, &text_acts, &dtext)?;
+
+        let mut out = zeros_like(head);
+        out.prompt = dprompt;
+        out.norm_w = be.download(&grads.norm_w)?;
+        out.norm_b = be.download(&grads.norm_b)?;
+        let qkv = be.download(&grads.qkv)?;
+        let part = ADAPTOR_INNER * d;
+        out.to_q = qkv[..part].to_vec();
+        out.to_k = qkv[part..2 * part].to_vec();
+        out.to_v = qkv[2 * part..].to_vec();
+        out.to_out_w = be.download(&grads.out)?;
+        out.to_out_b = be.download(&grads.out_b)?;
+        Ok(StepOutput { losses, grads: out })
+    }
+}
+
+/// The patch tokens of `z: [batch, tokens, e]`, each divided by its norm: `[batch, g², e]`.
+fn normalised_patches(z: &[f32], batch: usize, tokens: usize, e: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(batch * (tokens - 1) * e);
+    for img in z.chunks_exact(tokens * e) {
+        for row in img[e..].chunks_exact(e) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            out.extend(row.iter().map(|v| v / norm));
+        }
+    }
+    out
+}
+
+/// `∂L/∂z` `[batch, tokens, e]` from `∂L/∂ẑ` of the patch tokens: `(g − <g, ẑ>ẑ)/|z|`, zero
+/// for CLS.
+fn alignment_dz(dzn: &[f32], z: &[f32], batch: usize, tokens: usize, e: usize) -> Vec<f32> {
+    let mut out = vec![0f32; batch * tokens * e];
+    let patches = tokens - 1;
+    for b in 0..batch {
+        for i in 0..patches {
+            let row = (b * tokens + 1 + i) * e;
+            let zr = &z[row..row + e];
+            let g = &dzn[(b * patches + i) * e..(b * patches + i + 1) * e];
+            let norm = zr.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let gz = g.iter().zip(zr).map(|(a, v)| a * v).sum::<f32>() / norm;
+            for ((o, &gv), &zv) in out[row..row + e].iter_mut().zip(g).zip(zr) {
+                *o = (gv - gz * zv / norm) / norm;
+            }
+        }
+    }
+    out
+}
