@@ -1,5 +1,6 @@
 //! Command-line interface: one file per verb, each with an `Args` (clap) and a `run`.
 
+pub mod bank;
 pub mod common;
 pub mod compare;
 pub mod eval;
@@ -32,6 +33,8 @@ enum Command {
     Metrics(metrics::Args),
     /// Per-category deltas between two metrics.json; exit code 1 on a regression.
     Compare(compare::Args),
+    /// Few-shot memory banks of normal reference images (`afclip bank build`).
+    Bank(bank::Args),
 }
 
 pub fn main() -> Result<()> {
@@ -43,5 +46,6 @@ pub fn main() -> Result<()> {
         Command::Synth(a) => synth::run(a),
         Command::Metrics(a) => metrics::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Bank(a) => bank::run(a),
     }
 }

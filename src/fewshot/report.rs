@@ -165,7 +165,8 @@ impl Summary {
             })
             .collect();
         doc["mean"] = levels_json(&self.mean_of_mean, hi, hp);
-        doc["alpha"] = json!(alpha);
+        // the decimal the user wrote (0.1), not the f32's binary expansion
+        doc["alpha"] = json!(alpha.to_string().parse::<f64>().unwrap_or(f64::from(alpha)));
         doc["seed"] = json!(seed);
         doc["runs"] = Value::Array(runs_json);
         doc["summary"] = json!({
