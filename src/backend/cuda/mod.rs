@@ -2,8 +2,9 @@
 //! binary starts without CUDA; [`probe`] says whether a driver and a GPU are there).
 //!
 //! One context, one stream, the kernel modules loaded once ([`modules`]), one cuBLAS handle
-//! for `linear` ([`gemm`]). Buffers are f32 device arrays, like the CPU backend's; `linear`
-//! runs in bf16 with f32 accumulation ([`Precision::Bf16`], the default) or in f32. Ops are
+//! for `linear` ([`gemm`]). Buffers are f32 device arrays, like the CPU backend's. `linear`
+//! with a frozen tower weight (`upload_frozen_mat`) runs in bf16 with f32 accumulation
+//! ([`Precision::Bf16`], the default) or in f32; trainable weights (`upload_mat`) stay f32. Ops are
 //! queued on the stream and return before the GPU finishes; `download` waits. Each launcher
 //! checks every length before its launch; the kernels' math and shapes are in the headers of
 //! `kernels/*.cu`, and each kernel's CPU twin has the same name in `src/backend/cpu/`.
@@ -194,6 +195,43 @@ impl CudaBackend {
             .with_context(|| format!("cuda: allocating {len} f32"))
     }
 
+    /// A `[out, in]` weight at `precision`.
+    fn mat(
+        &self,
+        w: &[f32],
+        out_dim: usize,
+        in_dim: usize,
+        precision: Precision,
+    ) -> Result<CudaMat> {
+        check_len("upload_mat", "w", w.len(), &[out_dim, in_dim])?;
+        let n = w.len().max(1);
+        let data = match precision {
+            Precision::F32 => {
+                let mut d = self.alloc(n)?;
+                if !w.is_empty() {
+                    self.stream
+                        .memcpy_htod(w, &mut d.slice_mut(..w.len()))
+                        .context("upload_mat: copying the weight")?;
+                }
+                MatData::F32(d)
+            }
+            Precision::Bf16 => {
+                let mut bits: Vec<u16> = w.iter().map(|&v| bf16_bits(v)).collect();
+                bits.resize(n, 0);
+                MatData::Bf16(
+                    self.stream
+                        .clone_htod(&bits)
+                        .context("upload_mat: copying the bf16 weight")?,
+                )
+            }
+        };
+        Ok(CudaMat {
+            data,
+            out_dim,
+            in_dim,
+        })
+    }
+
     /// Replaces the contents of `dst` with `host` (same length).
     fn overwrite(&self, dst: &mut CudaBuf, host: &[f32]) -> Result<()> {
         check_len("upload", "host result", host.len(), &[dst.len])?;
@@ -284,33 +322,11 @@ impl Backend for CudaBackend {
     }
 
     fn upload_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<CudaMat> {
-        check_len("upload_mat", "w", w.len(), &[out_dim, in_dim])?;
-        let n = w.len().max(1);
-        let data = match self.precision {
-            Precision::F32 => {
-                let mut d = self.alloc(n)?;
-                if !w.is_empty() {
-                    self.stream
-                        .memcpy_htod(w, &mut d.slice_mut(..w.len()))
-                        .context("upload_mat: copying the weight")?;
-                }
-                MatData::F32(d)
-            }
-            Precision::Bf16 => {
-                let mut bits: Vec<u16> = w.iter().map(|&v| bf16_bits(v)).collect();
-                bits.resize(n, 0);
-                MatData::Bf16(
-                    self.stream
-                        .clone_htod(&bits)
-                        .context("upload_mat: copying the bf16 weight")?,
-                )
-            }
-        };
-        Ok(CudaMat {
-            data,
-            out_dim,
-            in_dim,
-        })
+        self.mat(w, out_dim, in_dim, Precision::F32)
+    }
+
+    fn upload_frozen_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<CudaMat> {
+        self.mat(w, out_dim, in_dim, self.precision)
     }
 
     fn linear(

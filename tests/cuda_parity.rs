@@ -1,0 +1,413 @@
+//! Every CUDA op against its CPU twin on seeded random inputs (ViT-L/14 at 518 px shapes: 1370
+//! tokens, 37 x 37 grids, head dim 64; plus odd shapes), by relative L2 error
+//! `|gpu − cpu|₂ / |cpu|₂`. Tolerances:
+//!
+//! - `linear` with bf16 operands (frozen weights at `Precision::Bf16`): 1e-2;
+//! - every f32 op (`linear` at `Precision::F32`, `matmul`, `layer_norm`, `attention`,
+//!   `state_logits`, `abnormal_probability`): 1e-5 (only the summation order differs);
+//! - data movement and the ops written to round like the CPU (`patch_im2col`, `embed_tokens`,
+//!   `aggregate`, `anomaly_maps`): 1e-6.
+//!
+//! Without the `cuda` feature, a CUDA driver or a GPU, the tests print why they skip and pass.
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_parity_skipped() {
+    eprintln!(
+        "cuda_parity: skipped: built without the `cuda` feature (cargo test --features cuda)"
+    );
+}
+
+#[cfg(feature = "cuda")]
+mod parity {
+    use afclip::backend::cpu::CpuBackend;
+    use afclip::backend::cuda::{probe, CudaBackend, Precision};
+    use afclip::backend::{Backend, Epilogue};
+    use afclip::rng::Rng;
+
+    const BF16_TOL: f64 = 1e-2;
+    const F32_TOL: f64 = 1e-5;
+    const EXACT_TOL: f64 = 1e-6;
+
+    /// The GPU backend at `precision`, or `None` (with the reason printed) on a machine
+    /// without a usable CUDA driver and GPU.
+    fn gpu(test: &str, precision: Precision) -> Option<CudaBackend> {
+        if let Err(e) = probe() {
+            eprintln!("{test}: skipped: {e:#}");
+            return None;
+        }
+        Some(CudaBackend::new(0, precision).expect("a CUDA GPU is present, the backend must start"))
+    }
+
+    fn cpu() -> CpuBackend {
+        CpuBackend::new(None).expect("cpu backend")
+    }
+
+    fn random(seed: u64, n: usize) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        (0..n).map(|_| rng.normal()).collect()
+    }
+
+    fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+        assert_eq!(got.len(), want.len(), "lengths differ");
+        let (mut num, mut den) = (0f64, 0f64);
+        for (&g, &w) in got.iter().zip(want) {
+            assert_eq!(g.is_nan(), w.is_nan(), "NaN in one backend only");
+            if w.is_nan() {
+                continue;
+            }
+            num += (g as f64 - w as f64).powi(2);
+            den += (w as f64).powi(2);
+        }
+        (num / den.max(f64::MIN_POSITIVE)).sqrt()
+    }
+
+    fn check(op: &str, got: &[f32], want: &[f32], tol: f64) {
+        let err = rel_l2(got, want);
+        eprintln!("{op}: relative L2 error {err:.3e} (tolerance {tol:.0e})");
+        assert!(err <= tol, "{op}: relative L2 error {err:.3e} > {tol:.0e}");
+    }
+
+    fn linear_case(precision: Precision, tol: f64, rows: usize, inp: usize, out: usize) {
+        let Some(g) = gpu("linear", precision) else {
+            return;
+        };
+        let c = cpu();
+        let x = random(1, rows * inp);
+        let w: Vec<f32> = random(2, out * inp)
+            .iter()
+            .map(|v| v / (inp as f32).sqrt())
+            .collect();
+        let b = random(3, out);
+        let y0 = random(4, rows * out);
+        for epilogue in [Epilogue::Store, Epilogue::QuickGelu, Epilogue::Accumulate] {
+            for bias in [true, false] {
+                let wc = c.upload_mat(&w, out, inp).unwrap();
+                let mut yc = y0.clone();
+                c.linear(&mut yc, &x, &wc, bias.then_some(&b), epilogue, rows)
+                    .unwrap();
+                let wg = g.upload_frozen_mat(&w, out, inp).unwrap();
+                let (xg, bg) = (g.upload(&x).unwrap(), g.upload(&b).unwrap());
+                let mut yg = g.upload(&y0).unwrap();
+                g.linear(&mut yg, &xg, &wg, bias.then_some(&bg), epilogue, rows)
+                    .unwrap();
+                let name =
+                    format!("linear {precision:?} {rows}x{inp}->{out} {epilogue:?} bias {bias}");
+                check(&name, &g.download(&yg).unwrap(), &yc, tol);
+            }
+        }
+    }
+
+    #[test]
+    fn linear_bf16_vit_shapes() {
+        linear_case(Precision::Bf16, BF16_TOL, 1370, 1024, 1024);
+        linear_case(Precision::Bf16, BF16_TOL, 37, 129, 77);
+    }
+
+    #[test]
+    fn linear_f32_matches() {
+        linear_case(Precision::F32, F32_TOL, 1370, 256, 384);
+        linear_case(Precision::F32, F32_TOL, 5, 3, 7);
+    }
+
+    #[test]
+    fn trainable_weights_stay_f32() {
+        let Some(g) = gpu("upload_mat", Precision::Bf16) else {
+            return;
+        };
+        let c = cpu();
+        let (rows, inp, out) = (77, 512, 64);
+        let x = random(5, rows * inp);
+        let w = random(6, out * inp);
+        let mut yc = vec![0.0; rows * out];
+        c.linear(
+            &mut yc,
+            &x,
+            &c.upload_mat(&w, out, inp).unwrap(),
+            None,
+            Epilogue::Store,
+            rows,
+        )
+        .unwrap();
+        let mut yg = g.zeros(rows * out).unwrap();
+        let wg = g.upload_mat(&w, out, inp).unwrap();
+        g.linear(
+            &mut yg,
+            &g.upload(&x).unwrap(),
+            &wg,
+            None,
+            Epilogue::Store,
+            rows,
+        )
+        .unwrap();
+        check(
+            "linear upload_mat (f32)",
+            &g.download(&yg).unwrap(),
+            &yc,
+            F32_TOL,
+        );
+    }
+
+    #[test]
+    fn matmul_all_transposes() {
+        let Some(g) = gpu("matmul", Precision::F32) else {
+            return;
+        };
+        let c = cpu();
+        let (m, k, n) = (67, 130, 45);
+        let (a, b, c0) = (random(7, m * k), random(8, k * n), random(9, m * n));
+        for trans_a in [false, true] {
+            for trans_b in [false, true] {
+                for accumulate in [false, true] {
+                    let mut cc = c0.clone();
+                    c.matmul(&mut cc, &a, &b, (m, k, n), trans_a, trans_b, accumulate)
+                        .unwrap();
+                    let mut cg = g.upload(&c0).unwrap();
+                    let (ag, bg) = (g.upload(&a).unwrap(), g.upload(&b).unwrap());
+                    g.matmul(&mut cg, &ag, &bg, (m, k, n), trans_a, trans_b, accumulate)
+                        .unwrap();
+                    let name = format!("matmul ta {trans_a} tb {trans_b} acc {accumulate}");
+                    check(&name, &g.download(&cg).unwrap(), &cc, F32_TOL);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_matches() {
+        let Some(g) = gpu("layer_norm", Precision::F32) else {
+            return;
+        };
+        let c = cpu();
+        for (rows, dim) in [(1370, 1024), (77, 768), (3, 5)] {
+            let x: Vec<f32> = random(10, rows * dim)
+                .iter()
+                .map(|v| v * 3.0 + 1.0)
+                .collect();
+            let (gamma, beta) = (random(11, dim), random(12, dim));
+            let mut yc = vec![0.0; rows * dim];
+            c.layer_norm(&mut yc, &x, &gamma, &beta, rows, dim, 1e-5)
+                .unwrap();
+            let mut yg = g.zeros(rows * dim).unwrap();
+            let (xg, gg, bg) = (
+                g.upload(&x).unwrap(),
+                g.upload(&gamma).unwrap(),
+                g.upload(&beta).unwrap(),
+            );
+            g.layer_norm(&mut yg, &xg, &gg, &bg, rows, dim, 1e-5)
+                .unwrap();
+            check(
+                &format!("layer_norm {rows}x{dim}"),
+                &g.download(&yg).unwrap(),
+                &yc,
+                F32_TOL,
+            );
+        }
+    }
+
+    #[test]
+    fn attention_matches() {
+        let Some(g) = gpu("attention", Precision::F32) else {
+            return;
+        };
+        let c = cpu();
+        // (batch, tokens, heads, head_dim, causal): the ViT-L block, the adaptor, the text
+        // tower, odd sizes for the other instantiations.
+        for (batch, tokens, heads, hd, causal) in [
+            (2, 1370, 4, 64, false),
+            (1, 1370, 8, 64, false),
+            (2, 77, 12, 64, true),
+            (3, 33, 2, 32, false),
+            (1, 65, 1, 128, true),
+        ] {
+            let qkv = random(13, batch * tokens * 3 * heads * hd);
+            let mut oc = vec![0.0; batch * tokens * heads * hd];
+            c.attention(&mut oc, &qkv, batch, tokens, heads, hd, causal)
+                .unwrap();
+            let mut og = g.zeros(oc.len()).unwrap();
+            g.attention(
+                &mut og,
+                &g.upload(&qkv).unwrap(),
+                batch,
+                tokens,
+                heads,
+                hd,
+                causal,
+            )
+            .unwrap();
+            let name = format!("attention b{batch} t{tokens} h{heads} d{hd} causal {causal}");
+            check(&name, &g.download(&og).unwrap(), &oc, F32_TOL);
+        }
+    }
+
+    #[test]
+    fn patch_glue_matches() {
+        let Some(g) = gpu("patch", Precision::F32) else {
+            return;
+        };
+        let c = cpu();
+        for (batch, side, patch) in [(2, 518, 14), (1, 30, 5)] {
+            let grid = side / patch;
+            let images = random(14, batch * 3 * side * side);
+            let mut cc = vec![0.0; batch * grid * grid * 3 * patch * patch];
+            c.patch_im2col(&mut cc, &images, batch, side, patch)
+                .unwrap();
+            let mut cg = g.zeros(cc.len()).unwrap();
+            g.patch_im2col(&mut cg, &g.upload(&images).unwrap(), batch, side, patch)
+                .unwrap();
+            check(
+                &format!("patch_im2col {side}/{patch}"),
+                &g.download(&cg).unwrap(),
+                &cc,
+                EXACT_TOL,
+            );
+
+            let (n, dim) = (grid * grid, 96);
+            let (patches, cls, pos) = (
+                random(15, batch * n * dim),
+                random(16, dim),
+                random(17, (n + 1) * dim),
+            );
+            let mut xc = vec![0.0; batch * (n + 1) * dim];
+            c.embed_tokens(&mut xc, &patches, &cls, &pos, batch, n, dim)
+                .unwrap();
+            let mut xg = g.zeros(xc.len()).unwrap();
+            let (pg, cg2, qg) = (
+                g.upload(&patches).unwrap(),
+                g.upload(&cls).unwrap(),
+                g.upload(&pos).unwrap(),
+            );
+            g.embed_tokens(&mut xg, &pg, &cg2, &qg, batch, n, dim)
+                .unwrap();
+            check(
+                &format!("embed_tokens n{n}"),
+                &g.download(&xg).unwrap(),
+                &xc,
+                EXACT_TOL,
+            );
+        }
+    }
+
+    #[test]
+    fn aggregate_matches() {
+        let Some(g) = gpu("aggregate", Precision::F32) else {
+            return;
+        };
+        let c = cpu();
+        for (batch, grid, dim) in [(2, 37, 64), (1, 5, 7)] {
+            let x = random(18, batch * (grid * grid + 1) * dim);
+            let xg = g.upload(&x).unwrap();
+            for window in [1, 3, 5] {
+                let mut oc = vec![0.0; x.len()];
+                c.aggregate(&mut oc, &x, batch, grid, dim, window, 4.0)
+                    .unwrap();
+                let mut og = g.zeros(x.len()).unwrap();
+                g.aggregate(&mut og, &xg, batch, grid, dim, window, 4.0)
+                    .unwrap();
+                let name = format!("aggregate grid {grid} dim {dim} r {window}");
+                check(&name, &g.download(&og).unwrap(), &oc, EXACT_TOL);
+            }
+        }
+    }
+
+    #[test]
+    fn scores_match() {
+        let Some(g) = gpu("scores", Precision::F32) else {
+            return;
+        };
+        let c = cpu();
+        for (rows, dim) in [(2 * 1370, 768), (9, 33)] {
+            let z = random(19, rows * dim);
+            let mut text = random(20, 2 * dim);
+            for t in text.chunks_mut(dim) {
+                let n = t.iter().map(|v| v * v).sum::<f32>().sqrt();
+                t.iter_mut().for_each(|v| *v /= n);
+            }
+            let l0 = random(21, rows * 2);
+            let mut lc = l0.clone();
+            c.state_logits(&mut lc, &z, &text, rows, dim, 1.0 / 0.07)
+                .unwrap();
+            let mut lg = g.upload(&l0).unwrap();
+            g.state_logits(
+                &mut lg,
+                &g.upload(&z).unwrap(),
+                &g.upload(&text).unwrap(),
+                rows,
+                dim,
+                1.0 / 0.07,
+            )
+            .unwrap();
+            check(
+                &format!("state_logits {rows}x{dim}"),
+                &g.download(&lg).unwrap(),
+                &lc,
+                F32_TOL,
+            );
+
+            let mut pc = vec![0.0; rows];
+            c.abnormal_probability(&mut pc, &lc, rows).unwrap();
+            let mut pg = g.zeros(rows).unwrap();
+            g.abnormal_probability(&mut pg, &g.upload(&lc).unwrap(), rows)
+                .unwrap();
+            check(
+                &format!("abnormal_probability {rows}"),
+                &g.download(&pg).unwrap(),
+                &pc,
+                F32_TOL,
+            );
+        }
+    }
+
+    #[test]
+    fn anomaly_maps_match() {
+        let Some(g) = gpu("anomaly_maps", Precision::F32) else {
+            return;
+        };
+        let c = cpu();
+        for (batch, grid, side, sigma) in [
+            (2, 37, 518, 4.0),
+            (1, 37, 518, 0.0),
+            (3, 4, 9, 2.5),
+            (1, 3, 2, 4.0),
+        ] {
+            let patch: Vec<f32> = random(22, batch * grid * grid)
+                .iter()
+                .map(|v| v.abs())
+                .collect();
+            let mut mc = vec![0.0; batch * side * side];
+            c.anomaly_maps(&mut mc, &patch, batch, grid, side, sigma)
+                .unwrap();
+            let mut mg = g.zeros(mc.len()).unwrap();
+            g.anomaly_maps(
+                &mut mg,
+                &g.upload(&patch).unwrap(),
+                batch,
+                grid,
+                side,
+                sigma,
+            )
+            .unwrap();
+            let name = format!("anomaly_maps {grid}->{side} sigma {sigma}");
+            check(&name, &g.download(&mg).unwrap(), &mc, EXACT_TOL);
+        }
+    }
+
+    #[test]
+    fn lengths_are_checked_before_launch() {
+        let Some(g) = gpu("length checks", Precision::F32) else {
+            return;
+        };
+        let x = g.upload(&[1.0; 10]).unwrap();
+        let mut y = g.zeros(9).unwrap();
+        let gamma = g.upload(&[1.0; 5]).unwrap();
+        let err = g
+            .layer_norm(&mut y, &x, &gamma, &gamma, 2, 5, 1e-5)
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("layer_norm: `y` has 9 elements"),
+            "{err:#}"
+        );
+        let err = g.attention(&mut y, &x, 1, 1, 1, 10, false).unwrap_err();
+        assert!(format!("{err:#}").contains("attention"), "{err:#}");
+    }
+}
