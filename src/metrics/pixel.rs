@@ -5,22 +5,24 @@
 //! anomalous). Every metric is a function of the pixels' tie groups in descending score order
 //! (see `ranking`, `aupro`) and, for PRO, of per-threshold histograms (see `pro`).
 //!
-//! Passes, each parallel over images:
+//! Passes, each parallel over images (split into one contiguous range per thread):
 //! 1. survey: check shapes and finiteness, min/max, class counts, and a histogram of the
 //!    anomalous pixels over the top 16 bits of their order key (`keys::key32`).
 //! 2. per key window (usually one; several only when the anomalous pixels would not fit the
 //!    memory budget): (a) label the masks' 8-connected regions, bin every pixel for the
 //!    200-threshold PRO (first window only) and collect the anomalous pixels' keys with their
-//!    region area — as `key << 32 | area` pairs, radix-sorted, or, for a 2^16-key bucket too
-//!    dense for pairs, a direct per-key count — giving the distinct anomalous keys `d[j]` with
-//!    counts and region weights `Σ 1/area`; (b) per image, radix-sort the normal pixels' keys
-//!    and merge them into `d` (galloping search), counting normal pixels equal to `d[j]` and
-//!    strictly between `d[j-1]` and `d[j]` (atomic counters); (c) sweep the window's groups in
+//!    region area — as `key << 32 | area` pairs in one exactly sized buffer, or, for a
+//!    2^16-key bucket too dense for pairs, per-key counters; the pairs are radix-sorted and
+//!    compacted in place into the distinct anomalous keys `d[j]` with counts and region
+//!    weights `Σ 1/area`; (b) per image, radix-sort the normal pixels' keys and merge them
+//!    into `d` (galloping search), counting normal pixels equal to `d[j]` and strictly
+//!    between `d[j-1]` and `d[j]` (atomic counters); (c) sweep the window's groups in
 //!    descending order into the ranking and AUPRO accumulators.
 //!
-//! Memory beyond the inputs: per window at most ~15% of the maps' bytes (24 bytes per
-//! anomalous pixel or per dense bucket key), plus two 4-byte keys per pixel of one image per
-//! thread. Results do not depend on the thread count.
+//! Memory beyond the inputs: per window about 15% of the maps' bytes at most (24 bytes per
+//! collected anomalous pixel, ~3 MiB per dense bucket), plus two 4-byte keys per pixel of one
+//! image per thread. Integer counts are exact; the f64 region-weight sums are deterministic
+//! for a given thread count (their order, hence the last bits, follows the image ranges).
 
 use super::aupro::AuproSweep;
 use super::keys::{key32, radix_sort};
@@ -106,24 +108,24 @@ fn pixel_metrics_within(
         return Ok(PixelMetrics::default());
     }
     let thresholds = ProThresholds::new(survey.min, survey.max);
-    let windows = plan_windows(&survey.pos_hist, limits);
+    let windows = plan(&survey.pos_hist, limits);
 
     let buffers = KeyBuffers::new(threads);
     let mut states: Vec<RangeState> = ranges.iter().map(|_| RangeState::default()).collect();
+    let mut store = WindowStore::new(windows.iter().map(|w| w.capacity(&survey.pos_hist)).max());
     let mut rank = RankSweep::new(survey.n_pos, survey.n_neg);
     let mut aupro: Option<AuproSweep> = None;
     let mut n_regions = 0u64;
     let mut pro_hist: Option<ProHistogram> = None;
     for (w, window) in windows.iter().enumerate() {
         let pro_grid = if w == 0 { thresholds.as_ref() } else { None };
-        // One exactly sized pair buffer; each image range fills its own slice.
+        // Each image range fills its own slice of the pair buffer.
         let counts: Vec<usize> = surveys
             .iter()
             .map(|s| window.pair_count(&s.pos_hist))
             .collect();
-        let mut pairs = vec![0u64; counts.iter().sum()];
         let mut slices = Vec::with_capacity(counts.len());
-        let mut rest = pairs.as_mut_slice();
+        let mut rest = &mut store.pairs[..counts.iter().sum()];
         for &c in &counts {
             let (head, tail) = rest.split_at_mut(c);
             slices.push(head);
@@ -147,20 +149,20 @@ fn pixel_metrics_within(
                 h
             });
         }
-        let distinct = Distinct::build(pairs, &mut states, window);
-        let slots = count_normal(images, window, &distinct.packed, &buffers);
+        let d = store.distinct(counts.iter().sum(), &mut states, window);
+        count_normal(images, window, &store, d, &buffers);
         let aupro = aupro.get_or_insert_with(|| AuproSweep::new(survey.n_neg, n_regions));
         let mut push = |pos: u64, neg: u64, weight: f64| {
             rank.push(pos, neg);
             aupro.push(neg, weight);
         };
-        let d = distinct.packed.len();
-        push(0, slots.below[d].load(Ordering::Relaxed) as u64, 0.0);
+        let below = |j: usize| store.slots[j][BELOW].load(Ordering::Relaxed) as u64;
+        push(0, below(d), 0.0);
         for j in (0..d).rev() {
-            let eq = slots.eq[j].load(Ordering::Relaxed) as u64;
-            let count = distinct.packed[j] as u32 as u64;
-            push(count, eq, distinct.weight[j]);
-            push(0, slots.below[j].load(Ordering::Relaxed) as u64, 0.0);
+            let eq = store.slots[j][EQ].load(Ordering::Relaxed) as u64;
+            let count = store.pairs[j] as u32 as u64;
+            push(count, eq, store.weight[j]);
+            push(0, below(j), 0.0);
         }
     }
 
@@ -289,6 +291,11 @@ struct Window {
 }
 
 impl Window {
+    /// Entries the window store needs: its pairs, plus every key of its dense buckets.
+    fn capacity(&self, pos_hist: &[u64]) -> usize {
+        self.pair_count(pos_hist) + self.heavy.len() * BUCKETS
+    }
+
     /// Anomalous pixels of this window that are collected as pairs (not densely counted).
     fn pair_count(&self, pos_hist: &[u64]) -> usize {
         let (first, last) = (
@@ -299,6 +306,31 @@ impl Window {
         let dense: u64 = self.heavy.iter().map(|&b| pos_hist[b]).sum();
         (all - dense) as usize
     }
+}
+
+/// Plans the windows so that the window store (allocated once, for the largest window) and
+/// the dense-bucket counters (kept for the most dense buckets in a window) fit the budget
+/// together; when they do not, plans again with the budget less those counters.
+fn plan(pos_hist: &[u64], limits: Limits) -> Vec<Window> {
+    let counters_per_bucket = limits.dense_bytes.saturating_sub(BUCKETS * BYTES_PER_PAIR);
+    let need = |windows: &[Window]| {
+        let store = windows.iter().map(|w| w.capacity(pos_hist)).max();
+        let dense = windows.iter().map(|w| w.heavy.len()).max();
+        (
+            store.unwrap_or(0) * BYTES_PER_PAIR,
+            dense.unwrap_or(0) * counters_per_bucket,
+        )
+    };
+    let windows = plan_windows(pos_hist, limits);
+    let (store, counters) = need(&windows);
+    if store + counters <= limits.window_bytes {
+        return windows;
+    }
+    let reduced = Limits {
+        window_bytes: limits.window_bytes.saturating_sub(counters),
+        ..limits
+    };
+    plan_windows(pos_hist, reduced)
 }
 
 /// Cuts the key space into windows, from the top, each within `limits.window_bytes` of
@@ -354,9 +386,11 @@ struct RangeState {
 }
 
 impl RangeState {
-    /// Zeroed dense buckets for `n` heavy buckets (allocated once, reused).
+    /// Exactly `n` zeroed dense buckets (kept ones reused, surplus ones freed so that a window
+    /// without dense buckets has its whole budget for pairs).
     fn reset_dense(&mut self, n: usize) {
-        for d in self.dense.iter_mut().take(n) {
+        self.dense.truncate(n);
+        for d in self.dense.iter_mut() {
             d.count.fill(0);
             d.weight.fill(0.0);
         }
@@ -443,90 +477,101 @@ fn collect_anomalous(
     out
 }
 
-/// The distinct anomalous keys of a window, ascending: `packed[j] = key << 32 | count`, and
-/// `weight[j]` = Σ 1/area over those pixels.
-struct Distinct {
-    packed: Vec<u64>,
+/// Slot fields: normal pixels equal to a distinct anomalous key / strictly below it.
+const EQ: usize = 0;
+const BELOW: usize = 1;
+
+/// Per-window storage, allocated once per call at the largest window's size (24 bytes per
+/// entry) so that the windows reuse it instead of allocating and freeing buffers of
+/// varying sizes. After `distinct`, entry `j < d` holds the `j`-th distinct anomalous key of
+/// the window, ascending: `pairs[j] = key << 32 | count`, `weight[j] = Σ 1/area`; `count_normal`
+/// then fills `slots[j][EQ]` (normal pixels with that key) and `slots[j][BELOW]` (strictly
+/// between keys `j-1` and `j`; `slots[d][BELOW]`: above the last).
+struct WindowStore {
+    pairs: Vec<u64>,
     weight: Vec<f64>,
+    /// `[eq, below]` per entry, side by side so one cache line serves both.
+    slots: Vec<[AtomicU32; 2]>,
 }
 
-impl Distinct {
-    /// Sorts the pairs and compacts them in place (runs of one key become one entry), then
-    /// merges in the densely counted buckets.
-    fn build(mut pairs: Vec<u64>, states: &mut [RangeState], window: &Window) -> Distinct {
-        radix_sort(&mut pairs, &mut Vec::new());
-        let n_keys = pairs.chunk_by(|a, b| a >> 32 == b >> 32).count();
-        let mut weight = Vec::with_capacity(n_keys);
+impl WindowStore {
+    fn new(capacity: Option<usize>) -> Self {
+        let n = capacity.unwrap_or(0);
+        WindowStore {
+            pairs: vec![0; n],
+            weight: vec![0.0; n],
+            slots: (0..=n).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Sorts the `n` collected pairs, compacts runs of one key into one entry, merges in the
+    /// window's dense buckets (summed over the image ranges), zeroes the counters; returns
+    /// the number of distinct keys `d`.
+    fn distinct(&mut self, n: usize, states: &mut [RangeState], window: &Window) -> usize {
+        let pairs = &mut self.pairs;
+        pairs[..n].par_sort_unstable();
         let (mut i, mut out) = (0, 0);
-        while i < pairs.len() {
+        while i < n {
             let key = pairs[i] >> 32;
             let (mut c, mut w) = (0u64, 0f64);
-            while i < pairs.len() && pairs[i] >> 32 == key {
+            while i < n && pairs[i] >> 32 == key {
                 w += 1.0 / (pairs[i] as u32) as f64;
                 c += 1;
                 i += 1;
             }
             pairs[out] = key << 32 | c;
-            weight.push(w);
+            self.weight[out] = w;
             out += 1;
         }
-        pairs.truncate(out);
-        let Some((first, rest)) = states
+        let mut d = out;
+        if let Some((first, rest)) = states
             .split_first_mut()
             .filter(|_| !window.heavy.is_empty())
-        else {
-            return Distinct {
-                packed: pairs,
-                weight,
-            };
-        };
-        let dense = &mut first.dense[..window.heavy.len()];
-        for p in rest.iter() {
-            for (a, b) in dense.iter_mut().zip(&p.dense) {
-                for (x, y) in a.count.iter_mut().zip(&b.count) {
-                    *x += y;
-                }
-                for (x, y) in a.weight.iter_mut().zip(&b.weight) {
-                    *x += y;
+        {
+            let dense = &mut first.dense[..window.heavy.len()];
+            for p in rest.iter() {
+                for (a, b) in dense.iter_mut().zip(&p.dense) {
+                    for (x, y) in a.count.iter_mut().zip(&b.count) {
+                        *x += y;
+                    }
+                    for (x, y) in a.weight.iter_mut().zip(&b.weight) {
+                        *x += y;
+                    }
                 }
             }
+            let n_dense: usize = dense
+                .iter()
+                .map(|b| b.count.iter().filter(|&&c| c > 0).count())
+                .sum();
+            // Move the sparse entries to the end of the merged range, then merge forward:
+            // the write position never passes the read position.
+            d = out + n_dense;
+            pairs.copy_within(0..out, n_dense);
+            self.weight.copy_within(0..out, n_dense);
+            let (mut r, mut wr) = (n_dense, 0);
+            for (&b, bucket) in window.heavy.iter().zip(dense.iter()) {
+                let base = (b as u64) << BUCKET_BITS;
+                while r < d && pairs[r] >> 32 < base {
+                    pairs[wr] = pairs[r];
+                    self.weight[wr] = self.weight[r];
+                    (r, wr) = (r + 1, wr + 1);
+                }
+                for low in 0..BUCKETS {
+                    if bucket.count[low] > 0 {
+                        pairs[wr] = (base | low as u64) << 32 | bucket.count[low] as u64;
+                        self.weight[wr] = bucket.weight[low];
+                        wr += 1;
+                    }
+                }
+            }
+            // Every dense entry is written: the remaining sparse ones are already in place.
+            debug_assert_eq!(wr, r);
         }
-        let n_dense: usize = dense
-            .iter()
-            .map(|d| d.count.iter().filter(|&&c| c > 0).count())
-            .sum();
-        let mut merged = Distinct {
-            packed: Vec::with_capacity(out + n_dense),
-            weight: Vec::with_capacity(out + n_dense),
-        };
-        let mut i = 0;
-        for (&b, bucket) in window.heavy.iter().zip(dense.iter()) {
-            let base = (b as u64) << BUCKET_BITS;
-            while i < out && pairs[i] >> 32 < base {
-                merged.packed.push(pairs[i]);
-                merged.weight.push(weight[i]);
-                i += 1;
-            }
-            for low in 0..BUCKETS {
-                if bucket.count[low] > 0 {
-                    merged
-                        .packed
-                        .push((base | low as u64) << 32 | bucket.count[low] as u64);
-                    merged.weight.push(bucket.weight[low]);
-                }
-            }
+        for a in self.slots[..=d].iter_mut().flatten() {
+            *a.get_mut() = 0;
         }
-        merged.packed.extend_from_slice(&pairs[i..]);
-        merged.weight.extend_from_slice(&weight[i..]);
-        merged
+        d
     }
-}
-
-/// Normal-pixel counts per slot: `eq[j]` with key `d[j]`, `below[j]` strictly between
-/// `d[j-1]` and `d[j]` (`below[len]`: above the last).
-struct Slots {
-    eq: Vec<AtomicU32>,
-    below: Vec<AtomicU32>,
 }
 
 /// Per-thread key and sort-scratch buffers of `count_normal`, reused for every image and
@@ -539,17 +584,18 @@ impl KeyBuffers {
     }
 }
 
+/// Counts the window's normal pixels into `store.slots` against the `n_keys`
+/// distinct anomalous keys: per image, radix-sort the keys, then walk them and the distinct
+/// keys together (galloping search).
 fn count_normal(
     images: &[PixelImage<'_>],
     window: &Window,
-    d: &[u64],
+    store: &WindowStore,
+    n_keys: usize,
     buffers: &KeyBuffers,
-) -> Slots {
+) {
+    let d = &store.pairs[..n_keys];
     let key = |j: usize| (d[j] >> 32) as u32;
-    let slots = Slots {
-        eq: (0..d.len()).map(|_| AtomicU32::new(0)).collect(),
-        below: (0..=d.len()).map(|_| AtomicU32::new(0)).collect(),
-    };
     let (lo, hi) = (window.lo, window.hi);
     images.par_iter().for_each(|im| {
         let slot = rayon::current_thread_index().unwrap_or(0) % buffers.0.len();
@@ -579,13 +625,12 @@ fn count_normal(
             }
             let c = run.len() as u32;
             if j < d.len() && key(j) == k {
-                slots.eq[j].fetch_add(c, Ordering::Relaxed);
+                store.slots[j][EQ].fetch_add(c, Ordering::Relaxed);
             } else {
-                slots.below[j].fetch_add(c, Ordering::Relaxed);
+                store.slots[j][BELOW].fetch_add(c, Ordering::Relaxed);
             }
         }
     });
-    slots
 }
 
 #[cfg(test)]
