@@ -2,8 +2,8 @@
 //!
 //! `key32(a) < key32(b)` exactly when `a < b` for finite f32 (`-0.0` and `0.0` get the same
 //! key, as they compare equal, so ties are grouped exactly as NumPy groups them); likewise
-//! `key64` for f64. Sorting keys instead of floats lets the metrics sort 4-byte values (or
-//! 8-byte key/payload pairs) with a radix sort and group ties by integer equality.
+//! `key64` for f64. Sorting keys instead of floats lets the metrics sort 4-byte values with a
+//! radix sort, pack a key with a payload into one u64, and group ties by integer equality.
 
 /// Monotone u32 key of a finite f32 (`-0.0` maps like `0.0`).
 #[inline]
@@ -19,51 +19,33 @@ pub fn key64(v: f64) -> u64 {
     b ^ (((b as i64) >> 63) as u64 | 0x8000_0000_0000_0000)
 }
 
-/// Unsigned integers the radix sort handles.
-pub trait RadixKey: Copy + Default {
-    const BITS: u32;
-    fn digit(self, shift: u32) -> usize;
-}
-
-impl RadixKey for u32 {
-    const BITS: u32 = 32;
-    #[inline]
-    fn digit(self, shift: u32) -> usize {
-        ((self >> shift) & DIGIT_MASK) as usize
-    }
-}
-
-impl RadixKey for u64 {
-    const BITS: u32 = 64;
-    #[inline]
-    fn digit(self, shift: u32) -> usize {
-        ((self >> shift) & DIGIT_MASK as u64) as usize
-    }
-}
-
 const DIGIT_BITS: u32 = 11;
 const DIGIT_MASK: u32 = (1 << DIGIT_BITS) - 1;
 const RADIX: usize = 1 << DIGIT_BITS;
+const PASSES: usize = 32u32.div_ceil(DIGIT_BITS) as usize;
+
+#[inline]
+fn digit(x: u32, pass: usize) -> usize {
+    ((x >> (pass as u32 * DIGIT_BITS)) & DIGIT_MASK) as usize
+}
 
 /// Sorts `items` ascending with an LSD radix sort on 11-bit digits; `scratch` is resized to
 /// `items.len()` and used as the ping-pong buffer. Digits on which all items agree are skipped.
-pub fn radix_sort<T: RadixKey>(items: &mut Vec<T>, scratch: &mut Vec<T>) {
+pub fn radix_sort(items: &mut Vec<u32>, scratch: &mut Vec<u32>) {
     let n = items.len();
     if n < 2 {
         return;
     }
-    let passes = T::BITS.div_ceil(DIGIT_BITS) as usize;
-    let mut hist = vec![[0u32; RADIX]; passes];
+    let mut hist = [[0u32; RADIX]; PASSES];
     for &x in items.iter() {
         for (p, h) in hist.iter_mut().enumerate() {
-            h[x.digit(p as u32 * DIGIT_BITS)] += 1;
+            h[digit(x, p)] += 1;
         }
     }
     scratch.clear();
-    scratch.resize(n, T::default());
+    scratch.resize(n, 0);
     for (p, h) in hist.iter_mut().enumerate() {
-        let shift = p as u32 * DIGIT_BITS;
-        if h[items[0].digit(shift)] as usize == n {
+        if h[digit(items[0], p)] as usize == n {
             continue;
         }
         let mut sum = 0u32;
@@ -73,7 +55,7 @@ pub fn radix_sort<T: RadixKey>(items: &mut Vec<T>, scratch: &mut Vec<T>) {
             sum += count;
         }
         for &x in items.iter() {
-            let d = x.digit(shift);
+            let d = digit(x, p);
             scratch[h[d] as usize] = x;
             h[d] += 1;
         }
@@ -128,7 +110,7 @@ mod tests {
             expect.sort_unstable();
             radix_sort(&mut a, &mut Vec::new());
             assert_eq!(a, expect);
-            let mut b: Vec<u64> = (0..n).map(|_| lcg(&mut s) << (lcg(&mut s) % 20)).collect();
+            let mut b: Vec<u32> = (0..n).map(|_| lcg(&mut s) as u32).collect();
             let mut expect = b.clone();
             expect.sort_unstable();
             radix_sort(&mut b, &mut Vec::new());
