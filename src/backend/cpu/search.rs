@@ -6,7 +6,7 @@
 //! Schedule: queries are cut into tiles of [`QUERY_TILE`] rows and the bank into chunks of
 //! whole [`BANK_TILE`]-row tiles. One rayon task takes one (query tile, bank chunk) pair and
 //! walks the chunk a bank tile at a time: a single-threaded gemm writes the `QUERY_TILE x
-//! BANK_TILE` similarities into the task's scratch (768 KiB, L2-resident), and a vectorised
+//! BANK_TILE` similarities into the task's scratch (1 MiB, L2-resident), and a vectorised
 //! row maximum folds them into the task's running maximum. The bank is split into more chunks
 //! only when there are too few query tiles to keep every thread busy (one query row against a
 //! 100k-row bank still runs on every core); the per-chunk maxima (`chunks x rows` floats) are
@@ -20,9 +20,9 @@ use super::check_len;
 use super::vector::{dot, max, multiversion};
 
 /// Query rows per task.
-pub(crate) const QUERY_TILE: usize = 192;
+pub(crate) const QUERY_TILE: usize = 512;
 /// Bank rows per gemm call.
-pub(crate) const BANK_TILE: usize = 1024;
+pub(crate) const BANK_TILE: usize = 512;
 /// Tasks wanted per thread when the bank must be split to find enough work.
 const TASKS_PER_THREAD: usize = 4;
 
