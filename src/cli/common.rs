@@ -65,27 +65,104 @@ impl ModelArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct BackendArgs {
-    /// Compute device: auto, cpu (this build has the CPU backend only).
+    /// Compute device: auto (a CUDA GPU when this build has the `cuda` feature and the
+    /// machine a driver and a GPU, else the CPU; says which), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// CPU worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Precision of the frozen tower's GEMMs on the CPU: f32 (the reference) or bf16
-    /// (AVX-512 BF16 dot products, ~2e-3 relative error per GEMM; falls back to f32 on CPUs
-    /// without them).
+    /// Precision of the frozen tower's GEMMs: f32 (the reference) or bf16 (on the CPU
+    /// AVX-512 BF16 dot products, ~2e-3 relative error per GEMM, f32 on CPUs without them; on
+    /// CUDA cuBLAS bf16 tensor-core GEMMs with f32 accumulation).
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
 }
 
+/// A backend that `--device` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// A CUDA GPU by ordinal.
+    Cuda(usize),
+}
+
 impl BackendArgs {
-    pub fn cpu(&self) -> Result<CpuBackend> {
+    /// The device `--device` selects; `auto` prints which it chose and why.
+    pub fn resolve(&self) -> Result<Device> {
         match self.device.as_str() {
-            "auto" | "cpu" => CpuBackend::with_precision(self.threads, self.precision),
-            other => bail!(
-                "device {other:?} is not available: this build has the CPU backend only \
-                 (use --device cpu or auto)"
-            ),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            "auto" => Ok(auto_device()),
+            other => match other.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(n)) => Ok(Device::Cuda(n)),
+                _ => bail!("unknown device {other:?} (expected auto, cpu, cuda or cuda:N)"),
+            },
         }
     }
+
+    /// The CPU backend (for `--device auto` or `cpu`).
+    pub fn cpu(&self) -> Result<CpuBackend> {
+        match self.resolve()? {
+            Device::Cpu => CpuBackend::with_precision(self.threads, self.precision),
+            Device::Cuda(n) => bail!("this command runs on the CPU only (got --device cuda:{n})"),
+        }
+    }
+
+    /// The CUDA backend on GPU `ordinal` at `--precision`.
+    #[cfg(feature = "cuda")]
+    pub fn cuda(&self, ordinal: usize) -> Result<crate::backend::cuda::CudaBackend> {
+        use crate::backend::cuda::{CudaBackend, Precision as GpuPrecision};
+        let precision = match self.precision {
+            Precision::F32 => GpuPrecision::F32,
+            Precision::Bf16 => GpuPrecision::Bf16,
+        };
+        CudaBackend::new(ordinal, precision)
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn auto_device() -> Device {
+    match crate::backend::cuda::probe() {
+        Ok(n) => {
+            eprintln!("afclip: --device auto: CUDA ({n} GPU(s)), using cuda:0");
+            Device::Cuda(0)
+        }
+        Err(e) => {
+            eprintln!("afclip: --device auto: CPU ({e:#})");
+            Device::Cpu
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn auto_device() -> Device {
+    Device::Cpu
+}
+
+/// `with_backend!(backend_args, |be| body)`: `body` with `be` bound to the backend that
+/// `--device` selects, compiled once per backend type (model, scoring and evaluation code is
+/// generic over [`Backend`]).
+#[macro_export]
+macro_rules! with_backend {
+    ($args:expr, |$be:ident| $body:expr) => {
+        match $args.resolve()? {
+            $crate::cli::common::Device::Cpu => {
+                let $be = $crate::backend::cpu::CpuBackend::with_precision(
+                    $args.threads,
+                    $args.precision,
+                )?;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::cli::common::Device::Cuda(n) => {
+                let $be = $args.cuda(n)?;
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            $crate::cli::common::Device::Cuda(n) => ::anyhow::bail!(
+                "--device cuda:{n}: this build has no CUDA backend (cargo build --features cuda)"
+            ),
+        }
+    };
 }

@@ -58,7 +58,21 @@ pub fn run(args: Args) -> Result<()> {
     }
     let categories = load_dataset(args.dataset, &args.data, args.categories.as_deref())?;
     let info = dataset_info(args.dataset, &categories);
-    let mut model = args.model.load(args.backend.cpu()?)?;
+    crate::with_backend!(args.backend, |be| run_on(
+        args.model.load(be)?,
+        &args,
+        &categories,
+        info
+    ))
+}
+
+/// `eval` on the backend `--device` selected.
+fn run_on<B: crate::backend::Backend>(
+    mut model: crate::model::afclip::AfClip<B>,
+    args: &Args,
+    categories: &[Category],
+    info: crate::data::layouts::DatasetInfo,
+) -> Result<()> {
     eprintln!(
         "afclip eval: {} ({} categories, {} test images) on {}, image size {}",
         args.dataset.title(),
@@ -68,10 +82,10 @@ pub fn run(args: Args) -> Result<()> {
         model.image_size()
     );
     if args.shots > 0 || args.bank.is_some() {
-        return crate::fewshot::eval::run(&model, &args, &categories, info);
+        return crate::fewshot::eval::run(&model, args, categories, info);
     }
     let side = model.image_size();
-    let report = evaluate(&args, &categories, side, 0, &mut |cat, warnings| {
+    let report = evaluate(args, categories, side, 0, &mut |cat, warnings| {
         evaluate_category(&mut model, cat, info, args.batch_size, warnings)
     })?;
     report.write(&args.out)
