@@ -1,7 +1,9 @@
-//! Training the prompt and the adaptor (SPEC §8) with CLIP frozen: losses, Adam, one step
-//! (forward + hand-written backward through the adaptor, the scores and the text tower).
+//! Training the prompt and the adaptor (SPEC §8) with CLIP frozen: losses, Adam, the vision
+//! feature cache, one step (forward + hand-written backward through the adaptor, the scores and
+//! the text tower) and the epoch loop with checkpoints.
 
 pub mod adaptor;
+pub mod features;
 pub mod losses;
 pub mod optim;
 pub mod params;
