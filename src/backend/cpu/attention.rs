@@ -8,7 +8,9 @@
 //! out_h = softmax(Q Kᵀ / sqrt(head_dim) + mask) V,   mask[i, j] = −∞ for j > i when causal
 //! ```
 //!
-//! Block-wise, never materialising more than one `QUERY_BLOCK x tokens` score tile per task.
+//! On AVX-512 CPUs, [`flash`] runs it (online softmax over key blocks, scores kept in L1).
+//! Elsewhere, block-wise over the gemm crate, never materialising more than one
+//! `QUERY_BLOCK x tokens` score tile per task.
 //! Rayon runs the (image, head) pairs in parallel; each copies its `K` as a contiguous `Kᵀ`
 //! (`[head_dim, tokens]`) and its `V` as `[tokens, head_dim]` (the gemm crate packs the strided
 //! views 2x slower than the copies cost), then runs its blocks of query rows `q0..q0+m` in
@@ -20,6 +22,8 @@
 //!    the row sum `l_i`;
 //! 3. `out[q0 + i] = (S · V[..kv])[i] / l_i`: gemm writes straight into the strided output
 //!    rows, then each row is scaled by `1 / l_i` (cheaper than normalising `S`).
+
+mod flash;
 
 use anyhow::Result;
 use rayon::prelude::*;
@@ -163,6 +167,22 @@ pub(crate) fn attention(
     if out.is_empty() {
         return Ok(());
     }
+    if flash::available() {
+        flash::attention(out, qkv, batch, (tokens, heads, head_dim), causal);
+        return Ok(());
+    }
+    gemm_attention(out, qkv, batch, (tokens, heads, head_dim), causal);
+    Ok(())
+}
+
+/// The gemm-crate path of the module docs (CPUs without AVX-512).
+fn gemm_attention(
+    out: &mut [f32],
+    qkv: &[f32],
+    batch: usize,
+    (tokens, heads, head_dim): (usize, usize, usize),
+    causal: bool,
+) {
     let width = heads * head_dim;
     let dims = (tokens, head_dim, width);
     let blocks = tokens.div_ceil(QUERY_BLOCK);
@@ -190,5 +210,44 @@ pub(crate) fn attention(
             );
         },
     );
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-2, 2).
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len as u32)
+            .map(|i| {
+                let h = (i ^ seed).wrapping_mul(0x9E37_79B1).rotate_left(13);
+                (h.wrapping_mul(0x85EB_CA6B) >> 8) as f32 / (1u32 << 22) as f32 - 2.0
+            })
+            .collect()
+    }
+
+    /// The gemm path (the only one on CPUs without AVX-512) and the flash kernel agree.
+    #[test]
+    fn gemm_path_matches_flash_kernel() {
+        if !flash::available() {
+            return;
+        }
+        for (batch, tokens, heads, hd, causal) in [
+            (1, 1370, 2, 64, false),
+            (2, 77, 3, 64, true),
+            (1, 50, 2, 24, true),
+        ] {
+            let qkv = values(batch * tokens * 3 * heads * hd, tokens as u32);
+            let mut want = vec![f32::NAN; batch * tokens * heads * hd];
+            let mut got = want.clone();
+            flash::attention(&mut want, &qkv, batch, (tokens, heads, hd), causal);
+            gemm_attention(&mut got, &qkv, batch, (tokens, heads, hd), causal);
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "b{batch} t{tokens} h{heads}x{hd}: {worst}");
+        }
+    }
 }
