@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The CUDA backend's device check, in two halves:
+#
+#   bench/device_check.sh build   here (no GPU needed): release `afclip` and the `cuda_parity`
+#                                 test binary with --features cuda, stripped, into target/device/
+#   bench/device_check.sh run     on the GPU machine (the device tool, carry ["target/device"]):
+#                                 parity of every kernel vs the CPU backend, end-to-end eval on
+#                                 a synthetic set on CPU and CUDA (image/pixel AUROC must agree
+#                                 within 0.002), and full-size ViT-L/14@336 at 518 px eval
+#                                 throughput from 1024x1024 PNG files; everything under $OUT
+#                                 (summary.md last). Copy the measured figures, with date and
+#                                 commit, into bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=target/device
+
+case "${1:-}" in
+build)
+    cargo build --release --features cuda --bin afclip
+    test_bin=$(cargo test --release --features cuda --test cuda_parity --no-run --message-format=json \
+        | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda_parity":
+        print(m["executable"])')
+    mkdir -p "$bin"
+    strip -o "$bin/afclip" target/release/afclip
+    strip -o "$bin/cuda_parity" "$test_bin"
+    git rev-parse --short=12 HEAD > "$bin/COMMIT"
+    ls -l "$bin"
+    ;;
+run)
+    out="${OUT:?set OUT to the results folder}"
+    work=$(mktemp -d)
+    summary="$out/summary.md"
+    {
+        echo "# device check, $(date -u +%F), commit $(cat "$bin/COMMIT")"
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    } > "$summary"
+
+    # 1. Kernel parity (tolerances in tests/cuda_parity.rs).
+    status=ok
+    "$bin/cuda_parity" --nocapture --test-threads 1 > "$out/parity.txt" 2>&1 || status=FAILED
+    echo "## parity: $status" >> "$summary"
+    grep -E "relative L2|skipped" "$out/parity.txt" | sed 's/^/    /' >> "$summary" || true
+
+    # 2. End-to-end zero-shot eval, tiny random model, CPU vs CUDA (f32 GEMMs, then bf16).
+    "$bin/afclip" init-model --preset tiny --out "$work/tiny"
+    "$bin/afclip" synth --out "$work/synth" --categories 2 --images 16 --size 256x256
+    for dev in cpu cuda; do
+        "$bin/afclip" eval --device "$dev" --model "$work/tiny" --init-seed 1 --image-size 112 \
+            --dataset mvtec --data "$work/synth" --out "$out/e2e_$dev" > "$out/e2e_$dev.log" 2>&1
+    done
+    echo "## end-to-end (tiny model, synthetic set): CPU vs CUDA" >> "$summary"
+    python3 - "$out/e2e_cpu/metrics.json" "$out/e2e_cuda/metrics.json" >> "$summary" <<'PY' || true
+import json, sys
+cpu, gpu = (json.load(open(p)) for p in sys.argv[1:])
+def flat(d, pre=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from flat(v, pre + k + ".")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield pre + k, float(v)
+c, g = dict(flat(cpu)), dict(flat(gpu))
+worst = max((abs(c[k] - g[k]), k) for k in c if k in g and "auroc" in k.lower())
+print(f"    largest AUROC difference {worst[0]:.5f} ({worst[1]}); target <= 0.002:",
+      "ok" if worst[0] <= 0.002 else "FAILED")
+PY
+
+    # 3. Throughput: ViT-L/14@336 (random weights) at 518 px from 1024x1024 PNGs, bf16 GEMMs.
+    "$bin/afclip" init-model --preset vit-l-14-336 --out "$work/vitl"
+    "$bin/afclip" synth --out "$work/big" --categories 1 --images 256 --size 1024x1024
+    echo "## throughput (ViT-L/14@336, 518 px, 1024x1024 PNG, eval incl. decode and metrics)" >> "$summary"
+    for bs in 32 128; do
+        start=$(date +%s.%N)
+        "$bin/afclip" eval --device cuda --precision bf16 --model "$work/vitl" --init-seed 1 \
+            --dataset mvtec --data "$work/big" --batch-size "$bs" --out "$out/vitl_bs$bs" \
+            > "$out/vitl_bs$bs.log" 2>&1 || echo "    batch $bs FAILED (see vitl_bs$bs.log)" >> "$summary"
+        end=$(date +%s.%N)
+        python3 -c "import sys; t=float(sys.argv[2])-float(sys.argv[1]); print(f'    batch {sys.argv[3]}: 256 images in {t:.2f} s = {256/t:.1f} images/s (incl. model load)')" \
+            "$start" "$end" "$bs" >> "$summary"
+    done
+    cat "$summary"
+    ;;
+*)
+    echo "usage: bench/device_check.sh build|run" >&2
+    exit 2
+    ;;
+esac
