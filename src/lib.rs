@@ -3,6 +3,7 @@
 //! Flow: [`data`] (inputs, decode, resize) → [`model`] (CLIP towers, aggregation, adaptor,
 //! prompts, scores) → [`metrics`]; every compute op goes through a [`backend::Backend`].
 
+pub mod archive;
 pub mod backend;
 pub mod cli;
 pub mod data;

@@ -5,6 +5,7 @@ pub mod common;
 pub mod compare;
 pub mod eval;
 pub mod init_model;
+pub mod merge;
 pub mod metrics;
 pub mod score;
 pub mod synth;
@@ -33,6 +34,8 @@ enum Command {
     Metrics(metrics::Args),
     /// Per-category deltas between two metrics.json; exit code 1 on a regression.
     Compare(compare::Args),
+    /// Combine the outputs of `score --shard I/N` runs into one (fails on a missing shard).
+    Merge(merge::Args),
     /// Few-shot memory banks of normal reference images (`afclip bank build`).
     Bank(bank::Args),
 }
@@ -46,6 +49,7 @@ pub fn main() -> Result<()> {
         Command::Synth(a) => synth::run(a),
         Command::Metrics(a) => metrics::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Bank(a) => bank::run(a),
     }
 }

@@ -1,19 +1,30 @@
-//! `afclip score`: zero-shot scores (and optionally anomaly maps) for images and folders.
+//! `afclip score`: zero-shot scores (and optionally anomaly maps) for images, folders and whole
+//! archives.
+//!
+//! Flow: a lazy folder walk (scoring starts at once) → `--shard` filter → the ordered decode
+//! pipeline (rayon pool, bounded) → groups of `--batch-size` decodable images → one model per
+//! `--devices` entry, groups dealt round-robin and collected back in order → the crash-safe
+//! result writer (`crate::archive`), which checkpoints and supports `--resume`.
 
 use super::common::{BackendArgs, ModelArgs};
+use crate::archive::journal::{chain, Opened, ResultWriter, EMPTY_HASH};
+use crate::archive::{fingerprint, Format, Shard};
 use crate::data::cache::Cache;
+use crate::data::decode::decode_rgb;
 use crate::data::inputs::{walk_inputs, Input};
 use crate::data::pipeline::{ordered_map, ImageLoader, DEFAULT_MAX_PIXELS};
 use crate::data::preprocess::PreparedImage;
+use crate::data::resize::resize_bicubic;
 use crate::model::afclip::AfClip;
-use crate::output::csv::field;
 use crate::output::heatmap::overlay;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::{Args as ClapArgs, ValueEnum};
-use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum MapFormat {
@@ -30,7 +41,7 @@ pub struct Args {
     pub model: ModelArgs,
     #[command(flatten)]
     pub backend: BackendArgs,
-    /// Output folder: scores.csv and maps/.
+    /// Output folder: scores.csv (or scores.jsonl), maps/, masks/, run.json.
     #[arg(long)]
     pub out: PathBuf,
     /// Images per forward pass.
@@ -38,6 +49,28 @@ pub struct Args {
     pub batch_size: usize,
     #[arg(long, value_enum, default_value_t = MapFormat::None)]
     pub save_maps: MapFormat,
+    /// Format of the rows.
+    #[arg(long, value_enum, default_value_t = Format::Csv)]
+    pub format: Format,
+    /// Also write masks/<name>.png: 255 where the anomaly map exceeds T, else 0.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Write report.md with the K highest-scoring images and their thumbnails (top/).
+    #[arg(long)]
+    pub top: Option<usize>,
+    /// Continue the interrupted run in --out (starts fresh when there is none).
+    #[arg(long)]
+    pub resume: bool,
+    /// Score only shard I of N: the inputs whose relative path hashes to I (mod N).
+    #[arg(long, default_value = "0/1")]
+    pub shard: Shard,
+    /// Device ordinals, one model and pipeline each, sharing the decode pool (this build:
+    /// CPU workers that split --threads).
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Option<Vec<usize>>,
+    /// Seconds between checkpoints (fsync of rows and maps, then a journal line).
+    #[arg(long, default_value_t = 2.0)]
+    pub sync_secs: f64,
     /// Keep resized images here (memory-mapped files) so later runs skip decoding.
     #[arg(long)]
     pub cache: Option<PathBuf>,
@@ -52,82 +85,458 @@ pub struct Args {
     pub inputs: Vec<PathBuf>,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
+type Loaded = (Input, Result<PreparedImage>);
+/// One device's queue of groups and its results, in order.
+type Lane = (Sender<Vec<Loaded>>, Receiver<Result<Scored>>);
+
+/// A group of inputs whose decodable images are one forward pass.
+struct Scored {
+    rows: Vec<(Input, Result<f32, String>)>,
+    files: Vec<PathBuf>,
+}
+
+struct Outputs {
+    dir: PathBuf,
+    maps: MapFormat,
+    threshold: Option<f32>,
+}
+
+impl Outputs {
+    fn with_maps(&self) -> bool {
+        self.maps != MapFormat::None || self.threshold.is_some()
     }
-    let inputs = walk_inputs(&args.inputs)?;
-    let be = args.backend.cpu()?;
-    let model = args.model.load(be)?;
+
+    fn folders(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        if self.maps != MapFormat::None {
+            f.push("maps".to_string());
+        }
+        if self.threshold.is_some() {
+            f.push("masks".to_string());
+        }
+        f
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    ensure!(
+        args.sync_secs >= 0.0 && args.sync_secs.is_finite(),
+        "--sync-secs must be a non-negative number of seconds"
+    );
+    if let Some(t) = args.threshold {
+        ensure!(t.is_finite(), "--threshold must be a finite number");
+    }
+    let devices = args.devices.clone().unwrap_or_else(|| vec![0]);
+    ensure!(!devices.is_empty(), "--devices needs at least one device");
+    let config = fingerprint(&[
+        format!("{:?}", args.inputs),
+        format!("{:?}", args.model),
+        format!("{:?}", args.backend.device),
+        format!("{:?}", args.save_maps),
+        format!("{:?}", args.threshold),
+        args.format.name().to_string(),
+        args.batch_size.to_string(),
+    ]);
+    let outputs = Outputs {
+        dir: args.out.clone(),
+        maps: args.save_maps,
+        threshold: args.threshold,
+    };
+    // Arguments are checked before the output folder is touched.
+    walk_inputs(&args.inputs)?;
+    let opened = ResultWriter::open(
+        &args.out,
+        args.format,
+        config,
+        args.shard,
+        args.resume,
+        Duration::from_secs_f64(args.sync_secs),
+    )?;
+    let (mut writer, start) = match opened {
+        Opened::Writer(w, start) => (w, start),
+        Opened::Complete(info) => {
+            eprintln!(
+                "{} already holds the complete run ({} rows, {} failed)",
+                args.out.display(),
+                info.rows,
+                info.failed
+            );
+            return finish_code(info.failed, info.rows, &args);
+        }
+    };
+    if start.next > 0 {
+        check_prefix(&args, start.next, start.rows, start.hash)?;
+        eprintln!(
+            "resuming after {} rows (input #{} of the full order)",
+            start.rows, start.next
+        );
+    }
+
+    let threads = args
+        .backend
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let per_device = (threads / devices.len()).max(1);
+    let mut models = Vec::new();
+    for _ in &devices {
+        let mut backend = args.backend.clone();
+        if devices.len() > 1 {
+            backend.threads = Some(per_device);
+        }
+        models.push(args.model.load(backend.cpu()?)?);
+    }
+    let side = models[0].image_size();
     eprintln!(
-        "afclip score: {}, image size {}, layers {:?}",
-        crate::backend::Backend::name(model.backend()),
-        model.image_size(),
-        model.layers()
+        "afclip score: {} x {}, image size {side}, layers {:?}, shard {}",
+        models.len(),
+        crate::backend::Backend::name(models[0].backend()),
+        models[0].layers(),
+        args.shard
     );
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
-    let final_csv = args.out.join("scores.csv");
-    let partial_csv = args.out.join("scores.csv.partial");
-    let mut csv = BufWriter::new(
-        File::create(&partial_csv)
-            .with_context(|| format!("cannot create {}", partial_csv.display()))?,
-    );
-    writeln!(csv, "path,score,status,error")?;
+
+    let total = Arc::new(AtomicU64::new(u64::MAX));
+    count_in_background(&args.inputs, args.shard, start.next, Arc::clone(&total));
+    let seen = Arc::new(AtomicU64::new(0));
+    let seen_in_walk = Arc::clone(&seen);
+    let (shard, from) = (args.shard, start.next);
+    let stream = walk_inputs(&args.inputs)?
+        .inspect(move |i| seen_in_walk.store(i.index + 1, Ordering::SeqCst))
+        .filter(move |i| i.index >= from && i.shard(shard.count) == shard.index);
     let cache = args.cache.as_deref().map(Cache::open).transpose()?;
-    let loader = ImageLoader {
-        side: model.image_size(),
+    let loader = Arc::new(ImageLoader {
+        side,
         max_pixels: args.max_pixels,
         cache,
-    };
-    let loader = std::sync::Arc::new(loader);
-    let worker = std::sync::Arc::clone(&loader);
-    let rx = ordered_map(inputs, args.batch_size * 4, move |input: &Input| {
-        let result = match &input.problem {
-            Some(p) => Err(anyhow::anyhow!("{p}")),
-            None => worker.load(&input.path),
-        };
-        (input.clone(), result)
     });
-    let mut progress = Progress::new();
-    let mut group: Vec<(Input, Result<PreparedImage>)> = Vec::new();
-    let mut ready = 0;
-    let mut failed = 0u64;
-    for item in rx.iter() {
-        ready += item.1.is_ok() as usize;
-        failed += item.1.is_err() as u64;
-        group.push(item);
-        if ready == args.batch_size {
-            progress.advance(group.len());
-            score_group(&model, &mut group, args.save_maps, &args.out, &mut csv)?;
-            ready = 0;
+    let worker_loader = Arc::clone(&loader);
+    let rx = ordered_map(
+        stream,
+        args.batch_size * 4 * models.len(),
+        move |input: &Input| {
+            let result = match &input.problem {
+                Some(p) => Err(anyhow!("{p}")),
+                None => worker_loader.load(&input.path),
+            };
+            (input.clone(), result)
+        },
+    );
+
+    let mut progress = Progress::new(total);
+    std::thread::scope(|scope| -> Result<()> {
+        let mut lanes: Vec<Lane> = Vec::new();
+        for model in &models {
+            let (job_tx, job_rx) = bounded::<Vec<Loaded>>(1);
+            let (res_tx, res_rx) = bounded::<Result<Scored>>(1);
+            let outputs = &outputs;
+            scope.spawn(move || {
+                for group in job_rx.iter() {
+                    if res_tx.send(score_group(model, group, outputs)).is_err() {
+                        return;
+                    }
+                }
+            });
+            lanes.push((job_tx, res_rx));
         }
-    }
-    progress.advance(group.len());
-    score_group(&model, &mut group, args.save_maps, &args.out, &mut csv)?;
+        let mut sent = 0usize;
+        let mut received = 0usize;
+        let mut collect = |received: &mut usize| -> Result<()> {
+            let scored = lanes[*received % lanes.len()]
+                .1
+                .recv()
+                .context("a scoring worker stopped")??;
+            *received += 1;
+            let mut last = None;
+            for (input, result) in &scored.rows {
+                match result {
+                    Ok(score) => writer.row(input.index, &input.rel, Some(*score), None)?,
+                    Err(e) => {
+                        eprintln!("warning: {e}");
+                        writer.row(input.index, &input.rel, None, Some(e))?;
+                    }
+                }
+                last = Some(input.index);
+            }
+            writer.wrote_files(scored.files);
+            if let Some(last) = last {
+                writer.done_before(last + 1)?;
+            }
+            progress.advance(scored.rows.len());
+            Ok(())
+        };
+        let mut group: Vec<Loaded> = Vec::new();
+        let mut ready = 0;
+        let mut items = rx.iter();
+        loop {
+            let item = items.next();
+            let end = item.is_none();
+            if let Some(item) = item {
+                ready += usize::from(item.1.is_ok());
+                group.push(item);
+            }
+            if ready == args.batch_size || (end && !group.is_empty()) {
+                if sent - received == lanes.len() {
+                    collect(&mut received)?;
+                }
+                lanes[sent % lanes.len()]
+                    .0
+                    .send(std::mem::take(&mut group))
+                    .map_err(|_| anyhow!("a scoring worker stopped"))?;
+                sent += 1;
+                ready = 0;
+            }
+            if end {
+                break;
+            }
+        }
+        while received < sent {
+            collect(&mut received)?;
+        }
+        drop(lanes);
+        Ok(())
+    })?;
     progress.finish();
-    csv.into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("cannot write {}", partial_csv.display()))?;
-    std::fs::rename(&partial_csv, &final_csv)
-        .with_context(|| format!("cannot move {} into place", partial_csv.display()))?;
-    eprintln!("wrote {}", final_csv.display());
+    let inputs_total = seen.load(Ordering::SeqCst).max(start.next);
+    let failed = writer.failed();
+    let rows = writer.rows();
+    writer.finish(inputs_total, outputs.folders())?;
+    eprintln!(
+        "wrote {} ({rows} rows)",
+        args.out.join(args.format.file_name()).display()
+    );
     if let Some(stats) = loader.cache.as_ref().map(Cache::stats) {
         eprintln!(
             "cache: {} hits, {} misses, {} corrupt entries rebuilt",
             stats.hits, stats.misses, stats.rebuilt
         );
     }
+    if let Some(k) = args.top {
+        write_top(&args, k)?;
+    }
+    finish_code(failed, rows, &args)
+}
+
+fn finish_code(failed: u64, rows: u64, args: &Args) -> Result<()> {
     if failed > 0 && !args.allow_errors {
         return Err(InputsFailed {
             failed,
-            total: progress.done as u64,
-            csv: final_csv,
+            total: rows,
+            csv: args.out.join(args.format.file_name()),
         }
         .into());
     }
     Ok(())
+}
+
+/// On resume: the inputs before position `next` of this shard must be the rows already
+/// written (same count, same names in the same order).
+fn check_prefix(args: &Args, next: u64, rows: u64, hash: u64) -> Result<()> {
+    let (mut n, mut h) = (0u64, EMPTY_HASH);
+    for input in walk_inputs(&args.inputs)?.take_while(|i| i.index < next) {
+        if input.shard(args.shard.count) == args.shard.index {
+            n += 1;
+            h = chain(h, &input.rel);
+        }
+    }
+    if n != rows || h != hash {
+        bail!(
+            "cannot resume in {}: the inputs changed since the interrupted run (its {rows} rows \
+             no longer match the first {n} inputs); start again in a new --out",
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Counts this shard's remaining inputs on a listing-only walk, so progress can show an ETA.
+fn count_in_background(inputs: &[PathBuf], shard: Shard, from: u64, total: Arc<AtomicU64>) {
+    let inputs = inputs.to_vec();
+    std::thread::spawn(move || {
+        if let Ok(walk) = walk_inputs(&inputs) {
+            let n = walk
+                .filter(|i| i.index >= from && i.shard(shard.count) == shard.index)
+                .count();
+            total.store(n as u64, Ordering::SeqCst);
+        }
+    });
+}
+
+/// Scores the decodable images of `group` in one batch; writes their maps and masks.
+fn score_group<B: crate::backend::Backend>(
+    model: &AfClip<B>,
+    group: Vec<Loaded>,
+    out: &Outputs,
+) -> Result<Scored> {
+    let s = model.image_size();
+    let good: Vec<&PreparedImage> = group.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
+    let batch = good.len();
+    let scores = if batch > 0 {
+        let mut pixels = Vec::with_capacity(batch * 3 * s * s);
+        good.iter()
+            .for_each(|p| pixels.extend_from_slice(&p.tensor));
+        Some(model.score(&pixels, batch, out.with_maps())?)
+    } else {
+        None
+    };
+    let mut rows = Vec::with_capacity(group.len());
+    let mut files = Vec::new();
+    let mut k = 0;
+    for (input, result) in group {
+        match result {
+            Ok(prepared) => {
+                let scores = scores.as_ref().expect("a batch ran for good images");
+                if out.with_maps() {
+                    let map = &scores.maps[k * s * s..(k + 1) * s * s];
+                    write_map(out, input.stem(), map, &prepared, s, &mut files)?;
+                }
+                rows.push((input, Ok(scores.image[k])));
+                k += 1;
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                rows.push((input, Err(msg)));
+            }
+        }
+    }
+    Ok(Scored { rows, files })
+}
+
+fn write_map(
+    out: &Outputs,
+    stem: &str,
+    map: &[f32],
+    prepared: &PreparedImage,
+    side: usize,
+    files: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let mut targets = Vec::new();
+    match out.maps {
+        MapFormat::Png => targets.push(("maps", "png")),
+        MapFormat::Npy => targets.push(("maps", "npy")),
+        MapFormat::None => {}
+    }
+    if out.threshold.is_some() {
+        targets.push(("masks", "png"));
+    }
+    for (folder, ext) in targets {
+        let path = out.dir.join(folder).join(format!("{stem}.{ext}"));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let (bytes, colour) = match (folder, ext) {
+            ("masks", _) => {
+                let t = out.threshold.expect("masks only with a threshold");
+                let mask: Vec<u8> = map.iter().map(|&v| if v > t { 255 } else { 0 }).collect();
+                (Some(mask), image::ExtendedColorType::L8)
+            }
+            (_, "png") => (
+                Some(overlay(&prepared.resized, map)),
+                image::ExtendedColorType::Rgb8,
+            ),
+            _ => (None, image::ExtendedColorType::L8),
+        };
+        match bytes {
+            Some(b) => image::save_buffer(&path, &b, side as u32, side as u32, colour)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+            None => crate::data::npy::write_f32_2d(&path, map, side, side)?,
+        }
+        files.push(path);
+    }
+    Ok(())
+}
+
+/// `report.md` with the `k` highest-scoring rows (ties: input order) and 128-pixel thumbnails
+/// in `top/`, read back from the finished scores file.
+fn write_top(args: &Args, k: usize) -> Result<()> {
+    let path = args.out.join(args.format.file_name());
+    let file =
+        std::fs::File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut best: Vec<(f32, usize, String)> = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        if let Some((rel, score)) = parse_row(args.format, &line) {
+            best.push((score, n, rel));
+            best.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            best.truncate(k);
+        }
+    }
+    let top_dir = args.out.join("top");
+    std::fs::create_dir_all(&top_dir)
+        .with_context(|| format!("cannot create {}", top_dir.display()))?;
+    let mut md = format!(
+        "# The {} most anomalous images\n\n| rank | score | image | thumbnail |\n|---|---|---|---|\n",
+        best.len()
+    );
+    for (rank, (score, _, rel)) in best.iter().enumerate() {
+        let thumb = format!("top/{:04}.png", rank + 1);
+        let cell = match source_of(&args.inputs, rel).map(|p| decode_rgb(&p)) {
+            Some(Ok(rgb)) => {
+                let small = resize_bicubic(&rgb, 128, 128);
+                image::save_buffer(
+                    args.out.join(&thumb),
+                    &small.data,
+                    128,
+                    128,
+                    image::ExtendedColorType::Rgb8,
+                )
+                .with_context(|| format!("cannot write {thumb}"))?;
+                format!("![{rel}]({thumb})")
+            }
+            _ => "(source not readable)".to_string(),
+        };
+        md += &format!("| {} | {score} | `{rel}` | {cell} |\n", rank + 1);
+    }
+    std::fs::write(args.out.join("report.md"), md).context("cannot write report.md")?;
+    Ok(())
+}
+
+/// `(rel, score)` of an ok row written by [`Format::row`].
+fn parse_row(format: Format, line: &str) -> Option<(String, f32)> {
+    match format {
+        Format::Jsonl => {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            Some((v["path"].as_str()?.to_string(), v["score"].as_f64()? as f32))
+        }
+        Format::Csv => {
+            let (rel, rest) = if let Some(quoted) = line.strip_prefix('"') {
+                let mut rel = String::new();
+                let mut chars = quoted.char_indices().peekable();
+                let mut end = None;
+                while let Some((i, c)) = chars.next() {
+                    if c == '"' {
+                        if chars.peek().map(|&(_, c)| c) == Some('"') {
+                            rel.push('"');
+                            chars.next();
+                        } else {
+                            end = Some(i + 1);
+                            break;
+                        }
+                    } else {
+                        rel.push(c);
+                    }
+                }
+                (rel, &quoted[end?..])
+            } else {
+                let comma = line.find(',')?;
+                (line[..comma].to_string(), &line[comma..])
+            };
+            let score = rest.strip_prefix(',')?.split(',').next()?.parse().ok()?;
+            Some((rel, score))
+        }
+    }
+}
+
+/// The source file an input argument list reports as `rel`.
+fn source_of(inputs: &[PathBuf], rel: &str) -> Option<PathBuf> {
+    inputs.iter().find_map(|arg| {
+        if arg.is_dir() {
+            let p = arg.join(rel);
+            p.is_file().then_some(p)
+        } else {
+            (arg.file_name()?.to_string_lossy() == rel).then(|| arg.clone())
+        }
+    })
 }
 
 /// Some inputs could not be scored (their rows say why); the process exits with code 3.
@@ -152,97 +561,22 @@ impl std::fmt::Display for InputsFailed {
 
 impl std::error::Error for InputsFailed {}
 
-/// Scores the decodable images of `group` in one batch and writes every row in input order.
-fn score_group<B: crate::backend::Backend>(
-    model: &AfClip<B>,
-    group: &mut Vec<(Input, Result<PreparedImage>)>,
-    maps: MapFormat,
-    out: &Path,
-    csv: &mut impl Write,
-) -> Result<()> {
-    let good: Vec<&PreparedImage> = group.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
-    let batch = good.len();
-    let s = model.image_size();
-    let scores = if batch > 0 {
-        let mut pixels = Vec::with_capacity(batch * 3 * s * s);
-        good.iter()
-            .for_each(|p| pixels.extend_from_slice(&p.tensor));
-        Some(model.score(&pixels, batch, maps != MapFormat::None)?)
-    } else {
-        None
-    };
-    let mut k = 0;
-    for (input, result) in group.drain(..) {
-        match result {
-            Ok(prepared) => {
-                let scores = scores.as_ref().expect("a batch ran for good images");
-                writeln!(csv, "{},{},ok,", field(&input.rel), scores.image[k])?;
-                if maps != MapFormat::None {
-                    let map = &scores.maps[k * s * s..(k + 1) * s * s];
-                    write_map(out, input.stem(), maps, map, &prepared, s)?;
-                }
-                k += 1;
-            }
-            Err(e) => {
-                eprintln!("warning: {}: {e:#}", input.path.display());
-                writeln!(
-                    csv,
-                    "{},,error,{}",
-                    field(&input.rel),
-                    field(&format!("{e:#}"))
-                )?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn write_map(
-    out: &Path,
-    stem: &str,
-    format: MapFormat,
-    map: &[f32],
-    prepared: &PreparedImage,
-    side: usize,
-) -> Result<()> {
-    let ext = match format {
-        MapFormat::Png => "png",
-        MapFormat::Npy => "npy",
-        MapFormat::None => return Ok(()),
-    };
-    let path = out.join("maps").join(format!("{stem}.{ext}"));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    match format {
-        MapFormat::Png => {
-            let rgb = overlay(&prepared.resized, map);
-            image::save_buffer(
-                &path,
-                &rgb,
-                side as u32,
-                side as u32,
-                image::ExtendedColorType::Rgb8,
-            )
-            .with_context(|| format!("cannot write {}", path.display()))
-        }
-        _ => crate::data::npy::write_f32_2d(&path, map, side, side),
-    }
-}
-
-/// Images/s on stderr: a rewritten line on a terminal, a line every 10 s otherwise.
+/// Images/s and, once the listing is counted, ETA on stderr: a rewritten line on a terminal,
+/// a line every 10 s otherwise.
 struct Progress {
     done: usize,
+    total: Arc<AtomicU64>,
     start: Instant,
     last: Instant,
     tty: bool,
 }
 
 impl Progress {
-    fn new() -> Self {
+    fn new(total: Arc<AtomicU64>) -> Self {
         let now = Instant::now();
         Self {
             done: 0,
+            total,
             start: now,
             last: now,
             tty: std::io::stderr().is_terminal(),
@@ -260,16 +594,25 @@ impl Progress {
 
     fn print(&self) {
         let secs = self.start.elapsed().as_secs_f64().max(1e-9);
-        let line = format!(
-            "scored {} images, {:.2} images/s",
-            self.done,
-            self.done as f64 / secs
-        );
+        let rate = self.done as f64 / secs;
+        let line = match self.total.load(Ordering::SeqCst) {
+            u64::MAX => format!("scored {} images, {rate:.2} images/s", self.done),
+            total => {
+                let left = total.saturating_sub(self.done as u64) as f64;
+                let eta = if rate > 0.0 { left / rate } else { 0.0 };
+                format!(
+                    "scored {}/{total} images, {rate:.2} images/s, ETA {}",
+                    self.done,
+                    hms(eta)
+                )
+            }
+        };
         if self.tty {
             eprint!("\r{line}");
         } else {
             eprintln!("{line}");
         }
+        let _ = std::io::stderr().flush();
     }
 
     fn finish(&self) {
@@ -277,5 +620,31 @@ impl Progress {
         if self.tty {
             eprintln!();
         }
+    }
+}
+
+fn hms(secs: f64) -> String {
+    let s = secs.round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_parse_back() {
+        for format in [Format::Csv, Format::Jsonl] {
+            for rel in ["a.png", "x,\"y\".png", "d/é.png"] {
+                let line = format.row(rel, Some(0.125), None);
+                assert_eq!(
+                    parse_row(format, line.trim_end()),
+                    Some((rel.to_string(), 0.125))
+                );
+                let err = format.row(rel, None, Some("bad, really"));
+                assert_eq!(parse_row(format, err.trim_end()), None);
+            }
+        }
+        assert_eq!(hms(3725.0), "1:02:05");
     }
 }
