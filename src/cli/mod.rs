@@ -9,6 +9,7 @@ pub mod merge;
 pub mod metrics;
 pub mod score;
 pub mod synth;
+pub mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ enum Command {
     Eval(eval::Args),
     /// Write a randomly initialised CLIP checkpoint (no download needed).
     InitModel(init_model::Args),
+    /// Train the prompt and adaptor (CLIP frozen) on a dataset's test split.
+    Train(train::Args),
     /// Write a synthetic dataset: textures with painted defects and exact masks.
     Synth(synth::Args),
     /// Image and pixel metrics (AUROC, AP, max-F1, PRO, aupro_exact) of .npy maps and masks.
@@ -47,6 +50,7 @@ pub fn main() -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::InitModel(a) => init_model::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Train(a) => train::run(a),
         Command::Metrics(a) => metrics::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Merge(a) => merge::run(a),

@@ -9,3 +9,4 @@ pub mod optim;
 pub mod params;
 pub mod step;
 pub mod text;
+pub mod trainer;
