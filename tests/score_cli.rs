@@ -247,3 +247,72 @@ fn bad_model_inputs_are_one_line_errors() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+#[test]
+fn score_with_a_bank_matches_the_few_shot_reference() {
+    let dir = temp_dir("bank");
+    let model = golden().join("openai");
+    let head = golden().join("head.safetensors");
+    let fewshot = golden().parent().unwrap().join("fewshot");
+    let bank = dir.join("bank.safetensors");
+    let o = afclip(&[
+        "bank",
+        "build",
+        "--model",
+        s(&model),
+        "--image-size",
+        "98",
+        "--out",
+        s(&bank),
+        s(&fewshot.join("reference.png")),
+    ]);
+    assert!(o.status.success(), "bank build failed: {}", stderr(&o));
+    let out = dir.join("out");
+    let o = afclip(&[
+        "score",
+        "--model",
+        s(&model),
+        "--head",
+        s(&head),
+        "--image-size",
+        "98",
+        "--bank",
+        s(&bank),
+        "--out",
+        s(&out),
+        s(&golden().join("images")),
+    ]);
+    assert!(o.status.success(), "score --bank failed: {}", stderr(&o));
+    let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+    let got: Vec<f32> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let expected = TensorFile::open(&fewshot.join("expected.safetensors")).unwrap();
+    let want = expected.read_any("image_scores").unwrap().data;
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-4, "few-shot score {g} vs reference {w}");
+    }
+    let o = afclip(&[
+        "score",
+        "--model",
+        s(&model),
+        "--head",
+        s(&head),
+        "--image-size",
+        "84",
+        "--bank",
+        s(&bank),
+        "--out",
+        s(&dir.join("out84")),
+        s(&golden().join("images")),
+    ]);
+    assert!(
+        !o.status.success(),
+        "a bank built at another image size is refused"
+    );
+    assert!(stderr(&o).contains("image size"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

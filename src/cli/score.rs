@@ -6,8 +6,8 @@
 //! `--devices` entry, groups dealt round-robin and collected back in order → the crash-safe
 //! result writer (`crate::archive`), which checkpoints and supports `--resume`.
 
-use super::common::{BackendArgs, ModelArgs};
-use crate::archive::journal::{chain, Opened, ResultWriter, EMPTY_HASH};
+use super::common::{BackendArgs, Device, ModelArgs};
+use crate::archive::journal::{chain, Checkpoint, Opened, ResultWriter, EMPTY_HASH};
 use crate::archive::{fingerprint, Format, Shard};
 use crate::data::cache::Cache;
 use crate::data::decode::decode_rgb;
@@ -15,6 +15,8 @@ use crate::data::inputs::{walk_inputs, Input};
 use crate::data::pipeline::{ordered_map, ImageLoader, DEFAULT_MAX_PIXELS};
 use crate::data::preprocess::PreparedImage;
 use crate::data::resize::resize_bicubic;
+use crate::fewshot::bank::Bank;
+use crate::fewshot::scorer::{FewShot, DEFAULT_ALPHA};
 use crate::model::afclip::AfClip;
 use crate::output::heatmap::overlay;
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -80,6 +82,12 @@ pub struct Args {
     /// Exit with code 0 even when some inputs failed (default: code 3).
     #[arg(long)]
     pub allow_errors: bool,
+    /// Few-shot AF-CLIP+ (SPEC §7): score against this memory bank (`afclip bank build`).
+    #[arg(long)]
+    pub bank: Option<PathBuf>,
+    /// Weight of the zero-shot score in the few-shot combination.
+    #[arg(long, default_value_t = DEFAULT_ALPHA, requires = "bank")]
+    pub alpha: f32,
     /// Image files or folders (walked recursively, sorted).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
@@ -153,7 +161,7 @@ pub fn run(args: Args) -> Result<()> {
         args.resume,
         Duration::from_secs_f64(args.sync_secs),
     )?;
-    let (mut writer, start) = match opened {
+    let (writer, start) = match opened {
         Opened::Writer(w, start) => (w, start),
         Opened::Complete(info) => {
             eprintln!(
@@ -173,147 +181,224 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
 
-    let threads = args
-        .backend
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let per_device = (threads / devices.len()).max(1);
-    let mut models = Vec::new();
-    for _ in &devices {
-        let mut backend = args.backend.clone();
-        if devices.len() > 1 {
-            backend.threads = Some(per_device);
+    let bank = args.bank.as_deref().map(Bank::load).transpose()?;
+    let run = Run {
+        args: &args,
+        outputs,
+        writer,
+        start,
+        bank,
+    };
+    match args.backend.resolve()? {
+        Device::Cpu => {
+            let threads = args
+                .backend
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let per_device = (threads / devices.len()).max(1);
+            let mut models = Vec::new();
+            for _ in &devices {
+                let mut backend = args.backend.clone();
+                if devices.len() > 1 {
+                    backend.threads = Some(per_device);
+                }
+                models.push(args.model.load(backend.cpu()?)?);
+            }
+            run.on(models)
         }
-        models.push(args.model.load(backend.cpu()?)?);
+        #[cfg(feature = "cuda")]
+        Device::Cuda(first) => {
+            let ordinals = args.devices.clone().unwrap_or_else(|| vec![first]);
+            let models = ordinals
+                .iter()
+                .map(|&n| args.model.load(args.backend.cuda(n)?))
+                .collect::<Result<Vec<_>>>()?;
+            run.on(models)
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(n) => {
+            bail!("--device cuda:{n}: this build has no CUDA backend (cargo build --features cuda)")
+        }
     }
-    let side = models[0].image_size();
-    eprintln!(
-        "afclip score: {} x {}, image size {side}, layers {:?}, shard {}",
-        models.len(),
-        crate::backend::Backend::name(models[0].backend()),
-        models[0].layers(),
-        args.shard
-    );
+}
 
-    let total = Arc::new(AtomicU64::new(u64::MAX));
-    count_in_background(&args.inputs, args.shard, start.next, Arc::clone(&total));
-    let seen = Arc::new(AtomicU64::new(0));
-    let seen_in_walk = Arc::clone(&seen);
-    let (shard, from) = (args.shard, start.next);
-    let stream = walk_inputs(&args.inputs)?
-        .inspect(move |i| seen_in_walk.store(i.index + 1, Ordering::SeqCst))
-        .filter(move |i| i.index >= from && i.shard(shard.count) == shard.index);
-    let cache = args.cache.as_deref().map(Cache::open).transpose()?;
-    let loader = Arc::new(ImageLoader {
-        side,
-        max_pixels: args.max_pixels,
-        cache,
-    });
-    let worker_loader = Arc::clone(&loader);
-    let rx = ordered_map(
-        stream,
-        args.batch_size * 4 * models.len(),
-        move |input: &Input| {
-            let result = match &input.problem {
-                Some(p) => Err(anyhow!("{p}")),
-                None => worker_loader.load(&input.path),
-            };
-            (input.clone(), result)
-        },
-    );
+/// A prepared `score` run, waiting for its models.
+struct Run<'a> {
+    args: &'a Args,
+    outputs: Outputs,
+    writer: Box<ResultWriter>,
+    start: Checkpoint,
+    bank: Option<Bank>,
+}
 
-    let mut progress = Progress::new(total);
-    std::thread::scope(|scope| -> Result<()> {
-        let mut lanes: Vec<Lane> = Vec::new();
-        for model in &models {
-            let (job_tx, job_rx) = bounded::<Vec<Loaded>>(1);
-            let (res_tx, res_rx) = bounded::<Result<Scored>>(1);
-            let outputs = &outputs;
-            scope.spawn(move || {
-                for group in job_rx.iter() {
-                    if res_tx.send(score_group(model, group, outputs)).is_err() {
-                        return;
-                    }
-                }
-            });
-            lanes.push((job_tx, res_rx));
-        }
-        let mut sent = 0usize;
-        let mut received = 0usize;
-        let mut collect = |received: &mut usize| -> Result<()> {
-            let scored = lanes[*received % lanes.len()]
-                .1
-                .recv()
-                .context("a scoring worker stopped")??;
-            *received += 1;
-            let mut last = None;
-            for (input, result) in &scored.rows {
-                match result {
-                    Ok(score) => writer.row(input.index, &input.rel, Some(*score), None)?,
-                    Err(e) => {
-                        eprintln!("warning: {e}");
-                        writer.row(input.index, &input.rel, None, Some(e))?;
-                    }
-                }
-                last = Some(input.index);
-            }
-            writer.wrote_files(scored.files);
-            if let Some(last) = last {
-                writer.done_before(last + 1)?;
-            }
-            progress.advance(scored.rows.len());
-            Ok(())
-        };
-        let mut group: Vec<Loaded> = Vec::new();
-        let mut ready = 0;
-        let mut items = rx.iter();
-        loop {
-            let item = items.next();
-            let end = item.is_none();
-            if let Some(item) = item {
-                ready += usize::from(item.1.is_ok());
-                group.push(item);
-            }
-            if ready == args.batch_size || (end && !group.is_empty()) {
-                if sent - received == lanes.len() {
-                    collect(&mut received)?;
-                }
-                lanes[sent % lanes.len()]
-                    .0
-                    .send(std::mem::take(&mut group))
-                    .map_err(|_| anyhow!("a scoring worker stopped"))?;
-                sent += 1;
-                ready = 0;
-            }
-            if end {
-                break;
-            }
-        }
-        while received < sent {
-            collect(&mut received)?;
-        }
-        drop(lanes);
-        Ok(())
-    })?;
-    progress.finish();
-    let inputs_total = seen.load(Ordering::SeqCst).max(start.next);
-    let failed = writer.failed();
-    let rows = writer.rows();
-    writer.finish(inputs_total, outputs.folders())?;
-    eprintln!(
-        "wrote {} ({rows} rows)",
-        args.out.join(args.format.file_name()).display()
-    );
-    if let Some(stats) = loader.cache.as_ref().map(Cache::stats) {
+impl Run<'_> {
+    fn on<B: crate::backend::Backend>(self, models: Vec<AfClip<B>>) -> Result<()> {
+        let Run {
+            args,
+            outputs,
+            mut writer,
+            start,
+            bank,
+        } = self;
+        let scorers = models
+            .iter()
+            .map(|m| match &bank {
+                Some(b) => Ok(Scorer::FewShot(FewShot::new(m, b, args.alpha)?)),
+                None => Ok(Scorer::ZeroShot(m)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let side = models[0].image_size();
         eprintln!(
-            "cache: {} hits, {} misses, {} corrupt entries rebuilt",
-            stats.hits, stats.misses, stats.rebuilt
+            "afclip score: {} x {}, image size {side}, layers {:?}, shard {}",
+            models.len(),
+            crate::backend::Backend::name(models[0].backend()),
+            models[0].layers(),
+            args.shard
         );
+
+        let total = Arc::new(AtomicU64::new(u64::MAX));
+        count_in_background(&args.inputs, args.shard, start.next, Arc::clone(&total));
+        let seen = Arc::new(AtomicU64::new(0));
+        let seen_in_walk = Arc::clone(&seen);
+        let (shard, from) = (args.shard, start.next);
+        let stream = walk_inputs(&args.inputs)?
+            .inspect(move |i| seen_in_walk.store(i.index + 1, Ordering::SeqCst))
+            .filter(move |i| i.index >= from && i.shard(shard.count) == shard.index);
+        let cache = args.cache.as_deref().map(Cache::open).transpose()?;
+        let loader = Arc::new(ImageLoader {
+            side,
+            max_pixels: args.max_pixels,
+            cache,
+        });
+        let worker_loader = Arc::clone(&loader);
+        let rx = ordered_map(
+            stream,
+            args.batch_size * 4 * models.len(),
+            move |input: &Input| {
+                let result = match &input.problem {
+                    Some(p) => Err(anyhow!("{p}")),
+                    None => worker_loader.load(&input.path),
+                };
+                (input.clone(), result)
+            },
+        );
+
+        let mut progress = Progress::new(total);
+        std::thread::scope(|scope| -> Result<()> {
+            let mut lanes: Vec<Lane> = Vec::new();
+            for model in &scorers {
+                let (job_tx, job_rx) = bounded::<Vec<Loaded>>(1);
+                let (res_tx, res_rx) = bounded::<Result<Scored>>(1);
+                let outputs = &outputs;
+                scope.spawn(move || {
+                    for group in job_rx.iter() {
+                        if res_tx.send(score_group(model, group, outputs)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                lanes.push((job_tx, res_rx));
+            }
+            let mut sent = 0usize;
+            let mut received = 0usize;
+            let mut collect = |received: &mut usize| -> Result<()> {
+                let scored = lanes[*received % lanes.len()]
+                    .1
+                    .recv()
+                    .context("a scoring worker stopped")??;
+                *received += 1;
+                let mut last = None;
+                for (input, result) in &scored.rows {
+                    match result {
+                        Ok(score) => writer.row(input.index, &input.rel, Some(*score), None)?,
+                        Err(e) => {
+                            eprintln!("warning: {e}");
+                            writer.row(input.index, &input.rel, None, Some(e))?;
+                        }
+                    }
+                    last = Some(input.index);
+                }
+                writer.wrote_files(scored.files);
+                if let Some(last) = last {
+                    writer.done_before(last + 1)?;
+                }
+                progress.advance(scored.rows.len());
+                Ok(())
+            };
+            let mut group: Vec<Loaded> = Vec::new();
+            let mut ready = 0;
+            let mut items = rx.iter();
+            loop {
+                let item = items.next();
+                let end = item.is_none();
+                if let Some(item) = item {
+                    ready += usize::from(item.1.is_ok());
+                    group.push(item);
+                }
+                if ready == args.batch_size || (end && !group.is_empty()) {
+                    if sent - received == lanes.len() {
+                        collect(&mut received)?;
+                    }
+                    lanes[sent % lanes.len()]
+                        .0
+                        .send(std::mem::take(&mut group))
+                        .map_err(|_| anyhow!("a scoring worker stopped"))?;
+                    sent += 1;
+                    ready = 0;
+                }
+                if end {
+                    break;
+                }
+            }
+            while received < sent {
+                collect(&mut received)?;
+            }
+            drop(lanes);
+            Ok(())
+        })?;
+        progress.finish();
+        let inputs_total = seen.load(Ordering::SeqCst).max(start.next);
+        let failed = writer.failed();
+        let rows = writer.rows();
+        writer.finish(inputs_total, outputs.folders())?;
+        eprintln!(
+            "wrote {} ({rows} rows)",
+            args.out.join(args.format.file_name()).display()
+        );
+        if let Some(stats) = loader.cache.as_ref().map(Cache::stats) {
+            eprintln!(
+                "cache: {} hits, {} misses, {} corrupt entries rebuilt",
+                stats.hits, stats.misses, stats.rebuilt
+            );
+        }
+        if let Some(k) = args.top {
+            write_top(args, k)?;
+        }
+        finish_code(failed, rows, args)
     }
-    if let Some(k) = args.top {
-        write_top(&args, k)?;
+}
+
+/// Zero-shot AF-CLIP, or AF-CLIP+ against a memory bank.
+enum Scorer<'m, B: crate::backend::Backend> {
+    ZeroShot(&'m AfClip<B>),
+    FewShot(FewShot<'m, B>),
+}
+
+impl<B: crate::backend::Backend> Scorer<'_, B> {
+    fn model(&self) -> &AfClip<B> {
+        match self {
+            Scorer::ZeroShot(m) => m,
+            Scorer::FewShot(f) => f.model(),
+        }
     }
-    finish_code(failed, rows, &args)
+
+    /// Image scores `[batch]` and, when asked, final maps `[batch, S, S]`.
+    fn score(&self, pixels: &[f32], batch: usize, with_maps: bool) -> Result<(Vec<f32>, Vec<f32>)> {
+        match self {
+            Scorer::ZeroShot(m) => m.score(pixels, batch, with_maps).map(|s| (s.image, s.maps)),
+            Scorer::FewShot(f) => f.score(pixels, batch, with_maps).map(|s| (s.image, s.maps)),
+        }
+    }
 }
 
 fn finish_code(failed: u64, rows: u64, args: &Args) -> Result<()> {
@@ -363,18 +448,18 @@ fn count_in_background(inputs: &[PathBuf], shard: Shard, from: u64, total: Arc<A
 
 /// Scores the decodable images of `group` in one batch; writes their maps and masks.
 fn score_group<B: crate::backend::Backend>(
-    model: &AfClip<B>,
+    scorer: &Scorer<'_, B>,
     group: Vec<Loaded>,
     out: &Outputs,
 ) -> Result<Scored> {
-    let s = model.image_size();
+    let s = scorer.model().image_size();
     let good: Vec<&PreparedImage> = group.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
     let batch = good.len();
     let scores = if batch > 0 {
         let mut pixels = Vec::with_capacity(batch * 3 * s * s);
         good.iter()
             .for_each(|p| pixels.extend_from_slice(&p.tensor));
-        Some(model.score(&pixels, batch, out.with_maps())?)
+        Some(scorer.score(&pixels, batch, out.with_maps())?)
     } else {
         None
     };
@@ -386,10 +471,10 @@ fn score_group<B: crate::backend::Backend>(
             Ok(prepared) => {
                 let scores = scores.as_ref().expect("a batch ran for good images");
                 if out.with_maps() {
-                    let map = &scores.maps[k * s * s..(k + 1) * s * s];
+                    let map = &scores.1[k * s * s..(k + 1) * s * s];
                     write_map(out, input.stem(), map, &prepared, s, &mut files)?;
                 }
-                rows.push((input, Ok(scores.image[k])));
+                rows.push((input, Ok(scores.0[k])));
                 k += 1;
             }
             Err(e) => {

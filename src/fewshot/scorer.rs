@@ -57,6 +57,11 @@ impl<'m, B: Backend> FewShot<'m, B> {
         })
     }
 
+    /// The zero-shot model this scorer extends.
+    pub fn model(&self) -> &'m AfClip<B> {
+        self.model
+    }
+
     /// Scores `pixels: [batch, 3, S, S]`.
     pub fn score(&self, pixels: &[f32], batch: usize, with_maps: bool) -> Result<FewShotScores> {
         let m = self.model;
