@@ -3,6 +3,7 @@
 pub mod bank;
 pub mod common;
 pub mod compare;
+pub mod demo;
 pub mod eval;
 pub mod init_model;
 pub mod merge;
@@ -29,6 +30,8 @@ enum Command {
     Eval(eval::Args),
     /// Write a randomly initialised CLIP checkpoint (no download needed).
     InitModel(init_model::Args),
+    /// The no-download demo: train a head on synthetic data, evaluate held-out categories.
+    Demo(demo::Args),
     /// Train the prompt and adaptor (CLIP frozen) on a dataset's test split.
     Train(train::Args),
     /// Write a synthetic dataset: textures with painted defects and exact masks.
@@ -51,6 +54,7 @@ pub fn main() -> Result<()> {
         Command::InitModel(a) => init_model::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Train(a) => train::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Metrics(a) => metrics::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Merge(a) => merge::run(a),
