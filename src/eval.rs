@@ -1,14 +1,16 @@
 //! Evaluation of one dataset category: decode images and masks on the pipeline, score them in
 //! batches with any scorer (zero-shot or few-shot), then the SPEC §9 metrics.
 
+use crate::data::decode::{decode_rgb, Pixels};
 use crate::data::layouts::{Category, DatasetInfo, Sample};
 use crate::data::pipeline::ordered_map;
-use crate::data::preprocess::{load_image, load_mask};
+use crate::data::preprocess::load_image;
+use crate::data::resize::resize_bicubic;
 use crate::metrics::pixel::{pixel_metrics, PixelImage};
 use crate::metrics::ranking::image_metrics;
 use crate::metrics::report::CategoryMetrics;
-use anyhow::{Context, Result};
-use std::path::PathBuf;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
 
 /// Scores `batch` normalised images `[batch, 3, S, S]`: image scores `[batch]` and, when
 /// `with_maps`, final maps `[batch, S, S]`.
@@ -40,20 +42,75 @@ struct Loaded {
     pixels: Vec<f32>,
     /// Binarised (`> 0.5`) mask, all zero for a normal image; empty when masks are not used.
     mask: Vec<u8>,
+    /// Something worth telling about this sample that did not stop it (a resized mask).
+    warning: Option<String>,
 }
 
 fn load_sample(s: &Sample, side: usize, with_masks: bool) -> Result<Loaded> {
     let pixels = load_image(&s.path, side)?.tensor;
-    let mask = match (&s.mask, with_masks) {
-        (_, false) => Vec::new(),
-        (None, true) => vec![0; side * side],
-        (Some(m), true) => load_mask(m, side, s.binarise_mask)
-            .with_context(|| format!("mask of {}", s.path.display()))?
-            .iter()
-            .map(|&v| u8::from(v > 0.5))
-            .collect(),
+    let (mask, warning) = match (&s.mask, with_masks) {
+        (_, false) => (Vec::new(), None),
+        (None, true) => (vec![0; side * side], None),
+        (Some(m), true) => read_mask(m, &s.path, side, s.binarise_mask)?,
     };
-    Ok(Loaded { pixels, mask })
+    Ok(Loaded {
+        pixels,
+        mask,
+        warning,
+    })
+}
+
+/// A ground-truth mask per SPEC §1 (grey, bicubic to `side`, `/255`, then `> 0.5`) under the
+/// bad-input policy: a mask holding colour (not single-channel) is an error; a mask whose size
+/// differs from its image's is resized like any mask, with a warning.
+fn read_mask(
+    mask: &Path,
+    image: &Path,
+    side: usize,
+    binarise_nonzero: bool,
+) -> Result<(Vec<u8>, Option<String>)> {
+    let rgb = decode_rgb(mask).with_context(|| format!("mask of {}", image.display()))?;
+    if rgb
+        .data
+        .chunks_exact(3)
+        .any(|p| p[0] != p[1] || p[1] != p[2])
+    {
+        bail!(
+            "mask {} of {} is not single-channel: it holds colour pixels",
+            mask.display(),
+            image.display()
+        );
+    }
+    let mut grey = Pixels {
+        width: rgb.width,
+        height: rgb.height,
+        channels: 1,
+        data: rgb.data.iter().step_by(3).copied().collect(),
+    };
+    if binarise_nonzero {
+        grey.data
+            .iter_mut()
+            .filter(|v| **v != 0)
+            .for_each(|v| *v = 255);
+    }
+    let (iw, ih) = image::image_dimensions(image)
+        .with_context(|| format!("cannot read the size of {}", image.display()))?;
+    let warning = ((iw as usize, ih as usize) != (grey.width, grey.height)).then(|| {
+        format!(
+            "mask {} is {}x{} but its image {} is {iw}x{ih}; resized to {side}x{side} like the image",
+            mask.display(),
+            grey.width,
+            grey.height,
+            image.display()
+        )
+    });
+    let resized = resize_bicubic(&grey, side, side);
+    let binary = resized
+        .data
+        .iter()
+        .map(|&v| u8::from(f32::from(v) / 255.0 > 0.5))
+        .collect();
+    Ok((binary, warning))
 }
 
 /// Scores every test image of `category` and computes the metrics `info` allows. An image (or
@@ -106,7 +163,12 @@ pub fn evaluate_category(
             error: None,
         });
         match loaded {
-            Ok(l) => pending.push((index, l)),
+            Ok(l) => {
+                if let Some(w) = &l.warning {
+                    warnings.push(format!("{}: {w}", category.name));
+                }
+                pending.push((index, l))
+            }
             Err(e) => {
                 let msg = format!("{e:#}");
                 warnings.push(format!("{}: skipped: {msg}", category.name));
