@@ -101,7 +101,7 @@ fn eval_writes_the_schema_and_survives_a_corrupt_image() {
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(json["dataset"], "mvtec");
     assert_eq!(json["image_size"], 56);
-    for (k, cat) in cats.iter().enumerate() {
+    for cat in &cats {
         let c = &json["categories"][cat];
         assert_eq!(c["n_images"], 5, "{cat} lost exactly its one bad sample");
         for m in ["auroc", "ap", "max_f1"] {
