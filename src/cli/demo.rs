@@ -48,8 +48,8 @@ pub struct Args {
     pub batch_size: usize,
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
-    /// Model input side (a multiple of 14).
-    #[arg(long, default_value_t = 112)]
+    /// Model input side (a multiple of 14) and the side of the synthetic images.
+    #[arg(long, default_value_t = 224)]
     pub image_size: usize,
     /// CPU worker threads (default: all cores).
     #[arg(long)]
@@ -139,8 +139,8 @@ pub fn run_demo(args: &Args) -> Result<DemoResult> {
         layout: SynthLayout::Mvtec,
         categories: args.train_categories + args.eval_categories,
         images: args.images,
-        width: 128,
-        height: 128,
+        width: args.image_size as u32,
+        height: args.image_size as u32,
         seed: args.seed,
         overwrite: true,
     })?;
