@@ -225,3 +225,31 @@ fn train_cli_one_step_matches_pytorch() {
     check_updates(&got, &expected);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn repeated_steps_reduce_the_loss() {
+    let model_dir = golden().join("zero_shot/openai");
+    let ckpt = Checkpoint::load(&find_weights(&model_dir, None).unwrap()).unwrap();
+    let tok = ClipTokenizer::from_model_dir(&model_dir).unwrap();
+    let mut head = Head::load(&golden().join("zero_shot/head.safetensors"), &ckpt.config).unwrap();
+    let be = CpuBackend::new(Some(2)).unwrap();
+    let tmp = std::env::temp_dir();
+    let mut cache =
+        FeatureCache::new(&be, &ckpt, samples(), SIDE, &[1, 2, 3, 4], u64::MAX, &tmp).unwrap();
+    let batch = cache.batch(&be, &[0, 1, 2, 3]).unwrap();
+    let model = TrainModel::new(be, &ckpt, &tok, SIDE, StepOptions::default()).unwrap();
+    let mut adam = Adam::new(1e-3, &head);
+    let first = model.step(&head, &batch).unwrap();
+    adam.update(&mut head, &first.grads).unwrap();
+    let mut last = first.losses.total;
+    for _ in 0..9 {
+        let out = model.step(&head, &batch).unwrap();
+        adam.update(&mut head, &out.grads).unwrap();
+        last = out.losses.total;
+    }
+    assert!(
+        last < 0.5 * first.losses.total,
+        "loss {} -> {last} after 10 steps",
+        first.losses.total
+    );
+}
