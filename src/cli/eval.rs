@@ -50,6 +50,13 @@ pub struct Args {
     /// Weight of the zero-shot score in the few-shot score.
     #[arg(long, default_value_t = crate::fewshot::scorer::DEFAULT_ALPHA)]
     pub alpha: f32,
+    /// Ablation: aggregation window 1 only (no multi-scale aggregation).
+    #[arg(long)]
+    pub no_aggregation: bool,
+    /// Ablation: no adaptor, `z = ln_post(c) @ proj` (for heads trained with `train
+    /// --no-adaptor`).
+    #[arg(long)]
+    pub no_adaptor: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -81,6 +88,7 @@ fn run_on<B: crate::backend::Backend>(
         crate::backend::Backend::name(model.backend()),
         model.image_size()
     );
+    model.set_ablations(!args.no_aggregation, !args.no_adaptor);
     if args.shots > 0 || args.bank.is_some() {
         return crate::fewshot::eval::run(&model, args, categories, info);
     }

@@ -72,6 +72,10 @@ pub struct Args {
     /// Ablation: train without the patch-alignment loss.
     #[arg(long)]
     pub no_alignment_loss: bool,
+    /// Ablation: no adaptor (`z = ln_post(c) proj`); only the prompt trains. Evaluate the head
+    /// with `eval --no-adaptor`.
+    #[arg(long)]
+    pub no_adaptor: bool,
     /// Features are kept in RAM up to this many MiB, else in a memory-mapped file.
     #[arg(long, default_value_t = 8192)]
     pub cache_ram_mb: u64,
@@ -138,6 +142,7 @@ pub fn run(args: Args) -> Result<()> {
         } else {
             LAMBDA_ALIGN
         },
+        adaptor: !args.no_adaptor,
     };
     let be = args.backend.cpu()?;
     let model = TrainModel::new(

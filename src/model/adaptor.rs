@@ -83,4 +83,22 @@ impl<B: Backend> Adaptor<B> {
         be.linear(&mut z, &normed, &self.proj, None, Epilogue::Store, rows)?;
         Ok(z)
     }
+
+    /// The "no adaptor" ablation: `z = ln_post(c) @ proj`, `c: [batch, tokens, d]`.
+    pub fn project(&self, be: &B, c: &B::Buf, batch: usize, tokens: usize) -> Result<B::Buf> {
+        let rows = batch * tokens;
+        let mut normed = be.zeros(rows * self.width)?;
+        be.layer_norm(
+            &mut normed,
+            c,
+            &self.ln_post_w,
+            &self.ln_post_b,
+            rows,
+            self.width,
+            LN_EPS,
+        )?;
+        let mut z = be.zeros(rows * self.embed)?;
+        be.linear(&mut z, &normed, &self.proj, None, Epilogue::Store, rows)?;
+        Ok(z)
+    }
 }

@@ -67,6 +67,10 @@ pub struct AfClip<B: Backend> {
     grid: usize,
     width: usize,
     layers: Vec<usize>,
+    /// Aggregation windows ([`WINDOWS`], or `[1]` for the "no aggregation" ablation).
+    windows: Vec<usize>,
+    /// `false`: the "no adaptor" ablation, `z = ln_post(c) @ proj`.
+    use_adaptor: bool,
     fingerprint: String,
 }
 
@@ -128,6 +132,8 @@ impl<B: Backend> AfClip<B> {
                 layers.iter().copied().max().unwrap_or(0),
             ),
             layers,
+            windows: WINDOWS.to_vec(),
+            use_adaptor: true,
             be,
         })
     }
@@ -148,9 +154,19 @@ impl<B: Backend> AfClip<B> {
     pub fn width(&self) -> usize {
         self.width
     }
-    /// The number of aggregated token sets (layers × [`WINDOWS`]).
+    /// The number of aggregated token sets (layers × windows).
     pub fn sets(&self) -> usize {
-        self.layers.len() * WINDOWS.len()
+        self.layers.len() * self.windows.len()
+    }
+    /// Ablations (paper Table 6): `aggregation = false` uses window 1 only; `adaptor = false`
+    /// scores `ln_post(c) @ proj` directly.
+    pub fn set_ablations(&mut self, aggregation: bool, adaptor: bool) {
+        self.windows = if aggregation {
+            WINDOWS.to_vec()
+        } else {
+            vec![1]
+        };
+        self.use_adaptor = adaptor;
     }
     /// Identifies the vision weights that the features depend on (see
     /// [`crate::fewshot::fingerprint`]); memory banks record it.
@@ -186,7 +202,7 @@ impl<B: Backend> AfClip<B> {
         let features = self.vision.forward(be, &px, batch)?;
         let mut aggregated = be.zeros(batch * self.vision.tokens() * self.width)?;
         for (l, f) in features.iter().enumerate() {
-            for (w, &r) in WINDOWS.iter().enumerate() {
+            for (w, &r) in self.windows.iter().enumerate() {
                 let c = if r == 1 {
                     f
                 } else {
@@ -201,7 +217,7 @@ impl<B: Backend> AfClip<B> {
                     )?;
                     &aggregated
                 };
-                visit(l * WINDOWS.len() + w, c)?;
+                visit(l * self.windows.len() + w, c)?;
             }
         }
         Ok(())
@@ -227,7 +243,11 @@ impl<B: Backend> AfClip<B> {
         let mut logits = be.zeros(rows * 2)?;
         self.for_each_set(pixels, batch, &mut |set, c| {
             visit(set, c)?;
-            let z = self.adaptor.forward(be, c, batch, t)?;
+            let z = if self.use_adaptor {
+                self.adaptor.forward(be, c, batch, t)?
+            } else {
+                self.adaptor.project(be, c, batch, t)?
+            };
             be.state_logits(
                 &mut logits,
                 &z,

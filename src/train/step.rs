@@ -35,6 +35,8 @@ pub struct StepOptions {
     pub windows: Vec<usize>,
     /// Weight of the patch-alignment loss (0 = the "no alignment loss" ablation).
     pub align_weight: f64,
+    /// `false` = the "no adaptor" ablation: `z = ln_post(c) projᵀ`, only the prompt trains.
+    pub adaptor: bool,
 }
 
 impl Default for StepOptions {
@@ -42,6 +44,7 @@ impl Default for StepOptions {
         Self {
             windows: WINDOWS.to_vec(),
             align_weight: LAMBDA_ALIGN,
+            adaptor: true,
         }
     }
 }
@@ -83,9 +86,24 @@ pub struct TrainModel<B: Backend> {
     opts: StepOptions,
 }
 
+/// A token set's projected tokens, with the adaptor's activations when it is used.
+enum SetZ<B: Backend> {
+    Adaptor(AdaptorActs<B>),
+    Direct(B::Buf),
+}
+
+impl<B: Backend> SetZ<B> {
+    fn z(&self) -> &B::Buf {
+        match self {
+            SetZ::Adaptor(acts) => &acts.z,
+            SetZ::Direct(z) => z,
+        }
+    }
+}
+
 struct SetState<B: Backend> {
     c: Option<B::Buf>,
-    acts: AdaptorActs<B>,
+    acts: SetZ<B>,
     alignment: Option<(PatchAlignment, Vec<f32>)>,
 }
 
@@ -177,10 +195,15 @@ impl<B: Backend> TrainModel<B> {
                     be.aggregate(&mut c, f, bsz, self.grid, d, r, AGGREGATION_SIGMA)?;
                     Some(c)
                 };
-                let acts = params.forward(be, &self.post, c.as_ref().unwrap_or(f), bsz, tokens)?;
-                be.state_logits(&mut logits, &acts.z, &text, rows, e, 1.0 / TEMPERATURE)?;
+                let input = c.as_ref().unwrap_or(f);
+                let acts = if self.opts.adaptor {
+                    SetZ::Adaptor(params.forward(be, &self.post, input, bsz, tokens)?)
+                } else {
+                    SetZ::Direct(self.post.forward(be, input, rows)?)
+                };
+                be.state_logits(&mut logits, acts.z(), &text, rows, e, 1.0 / TEMPERATURE)?;
                 let alignment_terms = if align != 0.0 {
-                    let z = be.download(&acts.z)?;
+                    let z = be.download(acts.z())?;
                     let zn = normalised_patches(&z, bsz, tokens, e);
                     let pal = PatchAlignment::new(&zn, &batch.masks, bsz, e)?;
                     alignment += pal.value / n_sets as f64;
@@ -244,15 +267,17 @@ impl<B: Backend> TrainModel<B> {
                 &mut dz,
                 &mut dtext,
                 &dlogits,
-                &set.acts.z,
+                set.acts.z(),
                 &text,
                 rows,
                 e,
                 1.0 / TEMPERATURE,
             )?;
-            let f = &layer_bufs[k / set_layers];
-            let c = set.c.as_ref().unwrap_or(f);
-            params.backward(be, &self.post, &set.acts, c, &dz, bsz, tokens, &mut grads)?;
+            if let SetZ::Adaptor(acts) = &set.acts {
+                let f = &layer_bufs[k / set_layers];
+                let c = set.c.as_ref().unwrap_or(f);
+                params.backward(be, &self.post, acts, c, &dz, bsz, tokens, &mut grads)?;
+            }
         }
         let dtext = be.download(&dtext)?;
         let dprompt = self.text.backward(be, &text_acts, &dtext)?;
