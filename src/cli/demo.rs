@@ -8,7 +8,7 @@ use super::train::{print_reports, training_samples};
 use crate::backend::cpu::CpuBackend;
 use crate::data::layouts::{dataset_info, load_dataset, Category, DatasetKind};
 use crate::data::preprocess::load_image;
-use crate::data::synth::{synthesize, SynthLayout, SynthOptions};
+use crate::data::synth::{synthesize_scaled, SynthLayout, SynthOptions};
 use crate::eval::evaluate_category;
 use crate::metrics::report::{pct, MetricsReport};
 use crate::model::afclip::{AfClip, ModelOptions};
@@ -51,6 +51,9 @@ pub struct Args {
     /// Model input side (a multiple of 14) and the side of the synthetic images.
     #[arg(long, default_value_t = 224)]
     pub image_size: usize,
+    /// Defect size relative to `afclip synth`'s (1 = the same data).
+    #[arg(long, default_value_t = 1.0)]
+    pub defect_scale: f32,
     /// CPU worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -134,16 +137,19 @@ pub fn run_demo(args: &Args) -> Result<DemoResult> {
         bail!("the demo needs at least one training and one held-out category");
     }
     let data = args.out.join("data");
-    synthesize(&SynthOptions {
-        out: data.clone(),
-        layout: SynthLayout::Mvtec,
-        categories: args.train_categories + args.eval_categories,
-        images: args.images,
-        width: args.image_size as u32,
-        height: args.image_size as u32,
-        seed: args.seed,
-        overwrite: true,
-    })?;
+    synthesize_scaled(
+        &SynthOptions {
+            out: data.clone(),
+            layout: SynthLayout::Mvtec,
+            categories: args.train_categories + args.eval_categories,
+            images: args.images,
+            width: args.image_size as u32,
+            height: args.image_size as u32,
+            seed: args.seed,
+            overwrite: true,
+        },
+        args.defect_scale,
+    )?;
     // Generation order (the names' numeric suffix), so that every texture family is trained on
     // and the last categories drawn are held out.
     let mut all = load_dataset(DatasetKind::Mvtec, &data, None)?;

@@ -80,6 +80,16 @@ pub fn parse_size(text: &str) -> Result<(u32, u32)> {
 
 /// Writes the synthetic set described by `opts`.
 pub fn synthesize(opts: &SynthOptions) -> Result<SynthSummary> {
+    synthesize_scaled(opts, 1.0)
+}
+
+/// [`synthesize`] with every defect's size (extent, and a scratch's width) multiplied by
+/// `defect_scale` (> 0); 1 gives exactly [`synthesize`]'s files. The demo uses larger defects,
+/// which a tiny random model can learn to see.
+pub fn synthesize_scaled(opts: &SynthOptions, defect_scale: f32) -> Result<SynthSummary> {
+    if !(defect_scale > 0.0 && defect_scale.is_finite()) {
+        bail!("the defect scale must be a positive number, not {defect_scale}");
+    }
     if opts.categories == 0 {
         bail!("--categories must be at least 1");
     }
@@ -102,7 +112,7 @@ pub fn synthesize(opts: &SynthOptions) -> Result<SynthSummary> {
     }
     check_out(&opts.out, opts.overwrite)?;
 
-    let plan = Plan::new(opts);
+    let plan = Plan::new(opts, defect_scale);
     for dir in plan.dirs() {
         fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create folder {}", dir.display()))?;
@@ -375,11 +385,19 @@ impl Defect {
 /// Paints one defect (a random size of three) onto `img`, marking every painted pixel in
 /// `mask` with 255. At least one pixel is painted: each shape covers the pixel its centre or
 /// start point lies in.
-fn paint_defect(img: &mut RgbImage, mask: &mut GrayImage, style: &Style, kind: Defect, key: u64) {
+/// `scale` multiplies the size.
+fn paint_defect(
+    img: &mut RgbImage,
+    mask: &mut GrayImage,
+    style: &Style,
+    kind: Defect,
+    key: u64,
+    scale: f32,
+) {
     let mut rng = Rng::keyed(&[key, 0xDE]);
     let (w, h) = img.dimensions();
     let side = w.min(h) as f32;
-    let size = [0.05, 0.1, 0.18][rng.below(3) as usize] * side;
+    let size = [0.05, 0.1, 0.18][rng.below(3) as usize] * side * scale;
     // A colour far from the category's: the complement of its mid tone, jittered.
     let mid: Vec<f32> = (0..3)
         .map(|c| 0.5 * (style.base[c] + style.accent[c]))
@@ -486,11 +504,12 @@ fn render(
     height: u32,
     key: u64,
     defect: Option<Defect>,
+    defect_scale: f32,
 ) -> (RgbImage, Option<GrayImage>) {
     let mut img = render_texture(style, width, height, key);
     let mask = defect.map(|kind| {
         let mut mask = GrayImage::new(width, height);
-        paint_defect(&mut img, &mut mask, style, kind, key);
+        paint_defect(&mut img, &mut mask, style, kind, key, defect_scale);
         mask
     });
     (img, mask)
@@ -520,6 +539,7 @@ struct Plan<'a> {
     names: Vec<String>,
     styles: Vec<Style>,
     jobs: Vec<Job>,
+    defect_scale: f32,
 }
 
 fn numbered(index: usize, total: usize, min_digits: usize) -> String {
@@ -528,7 +548,7 @@ fn numbered(index: usize, total: usize, min_digits: usize) -> String {
 }
 
 impl<'a> Plan<'a> {
-    fn new(opts: &'a SynthOptions) -> Plan<'a> {
+    fn new(opts: &'a SynthOptions, defect_scale: f32) -> Plan<'a> {
         let cat_digits = numbered(0, opts.categories, 2).len();
         let names: Vec<String> = (0..opts.categories)
             .map(|c| {
@@ -608,6 +628,7 @@ impl<'a> Plan<'a> {
             names,
             styles,
             jobs,
+            defect_scale,
         }
     }
 
@@ -648,6 +669,7 @@ impl<'a> Plan<'a> {
             self.opts.height,
             key,
             defect,
+            self.defect_scale,
         );
         let visa = self.opts.layout == SynthLayout::Visa;
         if visa {
@@ -745,9 +767,9 @@ mod tests {
         for (c, kind) in DEFECTS.iter().enumerate() {
             for key in 0..8u64 {
                 let style = Style::new(42, c + key as usize);
-                let (plain, none) = render(&style, 40, 24, key, None);
+                let (plain, none) = render(&style, 40, 24, key, None, 1.0);
                 assert!(none.is_none());
-                let (painted, mask) = render(&style, 40, 24, key, Some(*kind));
+                let (painted, mask) = render(&style, 40, 24, key, Some(*kind), 1.0);
                 let mask = mask.unwrap();
                 let mut masked = 0;
                 let mut changed_outside = 0;
@@ -770,9 +792,27 @@ mod tests {
     }
 
     #[test]
+    fn defect_scale_grows_masks() {
+        let area = |scale: f32| -> usize {
+            DEFECTS
+                .iter()
+                .enumerate()
+                .flat_map(|(c, kind)| (0..8u64).map(move |key| (c, kind, key)))
+                .map(|(c, kind, key)| {
+                    let style = Style::new(3, c);
+                    let mask = render(&style, 64, 64, key, Some(*kind), scale).1.unwrap();
+                    mask.pixels().filter(|p| p.0[0] == 255).count()
+                })
+                .sum()
+        };
+        let (one, three) = (area(1.0), area(3.0));
+        assert!(three > 4 * one, "scale 1: {one} px, scale 3: {three} px");
+    }
+
+    #[test]
     fn families_differ() {
-        let a = render(&Style::new(1, 0), 32, 32, 9, None).0;
-        let b = render(&Style::new(1, 1), 32, 32, 9, None).0;
+        let a = render(&Style::new(1, 0), 32, 32, 9, None, 1.0).0;
+        let b = render(&Style::new(1, 1), 32, 32, 9, None, 1.0).0;
         assert_ne!(a, b);
         assert_eq!(Style::new(1, 0).family, Family::Stripes);
         assert_eq!(Style::new(1, 5).family, Family::Noise);
