@@ -25,8 +25,9 @@ multiversion! {
     }
 }
 
-/// The normalised `r x r` kernel, row-major.
-fn window_kernel(window: usize, sigma: f32) -> Vec<f32> {
+/// The normalised `r x r` kernel, row-major: f64 weights rounded once to f32 (the CUDA
+/// backend uploads the same table).
+pub(crate) fn window_kernel(window: usize, sigma: f32) -> Vec<f32> {
     let half = (window / 2) as f64;
     let s2 = 2.0 * (sigma as f64) * (sigma as f64);
     let e: Vec<f64> = (0..window)

@@ -23,7 +23,7 @@ use super::vector::multiversion;
 /// scipy's `truncate` default.
 const TRUNCATE: f64 = 4.0;
 /// scipy skips axes whose sigma is at most this.
-const MIN_SIGMA: f64 = 1e-15;
+pub(crate) const MIN_SIGMA: f64 = 1e-15;
 
 multiversion! {
     /// `acc[i] = w · a[i]` in f64.
@@ -73,7 +73,7 @@ fn bilinear_taps(input: usize, output: usize) -> Vec<Tap> {
 }
 
 /// The half kernel `w[0..=radius]` of scipy's `_gaussian_kernel1d(sigma, 0, radius)`.
-fn gaussian_half_kernel(sigma: f64) -> Vec<f64> {
+pub(crate) fn gaussian_half_kernel(sigma: f64) -> Vec<f64> {
     let radius = (TRUNCATE * sigma + 0.5) as i64;
     let sigma2 = sigma * sigma;
     let phi = |x: i64| (-0.5 / sigma2 * (x * x) as f64).exp();

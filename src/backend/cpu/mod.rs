@@ -5,12 +5,12 @@
 //! [`CpuBackend::new`] bounds all of its parallelism (including the gemm crate's). One file per
 //! op family, each opening with the math and the shapes it implements.
 
-mod aggregate;
+pub(crate) mod aggregate;
 mod attention;
 mod backward;
 mod gemm;
 mod gemm_bf16;
-mod maps;
+pub(crate) mod maps;
 mod norm;
 mod patch;
 mod score;

@@ -22,6 +22,8 @@ pub use gemm::Precision;
 
 use super::cpu::{check_len, CpuBackend};
 use super::{Backend, Epilogue};
+use crate::backend::cpu::aggregate::window_kernel;
+use crate::backend::cpu::maps::{gaussian_half_kernel, MIN_SIGMA};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
@@ -711,7 +713,7 @@ impl Backend for CudaBackend {
             grid > 0,
             "anomaly_maps: cannot upsample an empty {grid}x{grid} grid to {side}x{side}"
         );
-        let half = gaussian_half_kernel(sigma as f64);
+        let half = (sigma as f64 > MIN_SIGMA).then(|| gaussian_half_kernel(sigma as f64));
         let mut p = MapsParams {
             batch: i32_dim("anomaly_maps", "batch", batch)?,
             grid: i32_dim("anomaly_maps", "grid", grid)?,
@@ -931,34 +933,4 @@ impl Backend for CudaBackend {
             .abnormal_probability_backward(&mut d, &g, &l, rows)?;
         self.overwrite(dlogits, &d)
     }
-}
-
-/// The normalised `r x r` aggregation window, row-major: f64 weights rounded once to f32, as
-/// the CPU twin computes them.
-fn window_kernel(window: usize, sigma: f32) -> Vec<f32> {
-    let half = (window / 2) as f64;
-    let s2 = 2.0 * (sigma as f64) * (sigma as f64);
-    let e: Vec<f64> = (0..window)
-        .map(|i| {
-            let d = i as f64 - half;
-            (-(d * d) / s2).exp()
-        })
-        .collect();
-    let total: f64 = e.iter().sum::<f64>().powi(2);
-    e.iter()
-        .flat_map(|&a| e.iter().map(move |&b| (a * b / total) as f32))
-        .collect()
-}
-
-/// scipy's half Gaussian kernel `w[0..=radius]` (truncate 4, f64, normalised over the whole
-/// kernel); `None` when scipy skips the filter (`sigma ≤ 1e-15`).
-fn gaussian_half_kernel(sigma: f64) -> Option<Vec<f64>> {
-    if sigma <= 1e-15 {
-        return None;
-    }
-    let radius = (4.0 * sigma + 0.5) as i64;
-    let sigma2 = sigma * sigma;
-    let phi = |x: i64| (-0.5 / sigma2 * (x * x) as f64).exp();
-    let total: f64 = (-radius..=radius).map(phi).sum();
-    Some((0..=radius).map(|x| phi(x) / total).collect())
 }
