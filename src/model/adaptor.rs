@@ -50,6 +50,7 @@ impl<B: Backend> Adaptor<B> {
         be.layer_norm(&mut normed, c, &self.norm_w, &self.norm_b, rows, d, LN_EPS)?;
         let mut qkv = be.zeros(rows * 3 * ADAPTOR_INNER)?;
         be.linear(&mut qkv, &normed, &self.qkv, None, Epilogue::Store, rows)?;
+        drop(normed);
         let mut attn = be.zeros(rows * ADAPTOR_INNER)?;
         be.attention(
             &mut attn,
@@ -70,21 +71,11 @@ impl<B: Backend> Adaptor<B> {
             Epilogue::Store,
             rows,
         )?;
-        be.layer_norm(
-            &mut normed,
-            &out,
-            &self.ln_post_w,
-            &self.ln_post_b,
-            rows,
-            d,
-            LN_EPS,
-        )?;
-        let mut z = be.zeros(rows * self.embed)?;
-        be.linear(&mut z, &normed, &self.proj, None, Epilogue::Store, rows)?;
-        Ok(z)
+        self.project(be, &out, batch, tokens)
     }
 
-    /// The "no adaptor" ablation: `z = ln_post(c) @ proj`, `c: [batch, tokens, d]`.
+    /// `z = ln_post(c) @ proj`, `c: [batch, tokens, d]`: the tail of [`Adaptor::forward`], and
+    /// on its own the "no adaptor" ablation.
     pub fn project(&self, be: &B, c: &B::Buf, batch: usize, tokens: usize) -> Result<B::Buf> {
         let rows = batch * tokens;
         let mut normed = be.zeros(rows * self.width)?;
