@@ -1,6 +1,7 @@
 //! Archive scoring end to end: `kill -9` at random points and `--resume` give exactly the
-//! uninterrupted output; 4 shards + `afclip merge` give exactly the single run; a missing,
-//! repeated or interrupted shard makes merge fail loudly; `--devices 0,1` (CPU workers) equals
+//! uninterrupted output; 4 shards + `afclip merge` give exactly the single run, `--top` report
+//! included; a missing, repeated or interrupted shard, shards with different `--top` or a
+//! missing thumbnail make merge fail loudly; `--devices 0,1` (CPU workers) equals
 //! one device; `--threshold` masks and the `--top` report.
 
 use std::path::{Path, PathBuf};
@@ -207,6 +208,8 @@ fn four_shards_merged_equal_a_single_run_and_bad_merges_fail() {
         "npy",
         "--threshold",
         "0.5",
+        "--top",
+        "7",
     ];
     let with = |out: &Path, more: &[&str]| {
         let mut e: Vec<&str> = common.to_vec();
@@ -244,7 +247,42 @@ fn four_shards_merged_equal_a_single_run_and_bad_merges_fail() {
     assert_same_files(
         &single,
         &merged,
-        &["scores.jsonl", "rows.idx", "maps", "masks"],
+        &[
+            "scores.jsonl",
+            "rows.idx",
+            "maps",
+            "masks",
+            "report.md",
+            "top.json",
+            "top",
+        ],
+    );
+    let top: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("top.json")).unwrap()).unwrap();
+    let listed: Vec<&str> = top["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 7);
+    assert_eq!(tree(&merged.join("top")).len(), 7);
+    let owners: std::collections::BTreeSet<usize> = listed
+        .iter()
+        .map(|p| {
+            let needle = format!("\"path\":\"{p}\"");
+            (0..4)
+                .find(|&i| {
+                    std::fs::read_to_string(shards[i].join("scores.jsonl"))
+                        .unwrap()
+                        .contains(&needle)
+                })
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        owners.len() > 1,
+        "the top 7 all come from shards {owners:?}"
     );
     let line = std::fs::read_to_string(merged.join("scores.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
@@ -286,6 +324,63 @@ fn four_shards_merged_equal_a_single_run_and_bad_merges_fail() {
     let idx = std::fs::read(shards[3].join("rows.idx")).unwrap();
     std::fs::write(cut.join("rows.idx"), &idx[..idx.len() - 16]).unwrap();
     fail(&[&shards[0], &shards[1], &shards[2], &cut], "rows.idx");
+
+    // --top: a shard scored with another K, one without --top, one missing a thumbnail.
+    let shard_with_top = |out: &Path, i: usize, top: Option<&str>| {
+        let mut args = with(out, &["--shard", &format!("{i}/4")]);
+        let at = args.iter().position(|a| a == "--top").unwrap();
+        match top {
+            Some(k) => args[at + 1] = k.into(),
+            None => drop(args.drain(at..at + 2)),
+        }
+        ok(afclip(&args));
+        out.to_path_buf()
+    };
+    let other_k = shard_with_top(&dir.join("shard1-top3"), 1, Some("3"));
+    fail(
+        &[&shards[0], &other_k, &shards[2], &shards[3]],
+        "shard 1/4 (",
+    );
+    fail(
+        &[&shards[0], &other_k, &shards[2], &shards[3]],
+        "with --top 3",
+    );
+    let no_top = shard_with_top(&dir.join("shard2-no-top"), 2, None);
+    assert!(!no_top.join("top.json").exists());
+    fail(
+        &[&shards[0], &shards[1], &no_top, &shards[3]],
+        "shard 2/4 (",
+    );
+    fail(
+        &[&shards[0], &shards[1], &no_top, &shards[3]],
+        "has no top.json",
+    );
+    let copy = |from: &Path, name: &str| {
+        let to = dir.join(name);
+        for (rel, bytes) in tree(from) {
+            std::fs::create_dir_all(to.join(&rel).parent().unwrap()).unwrap();
+            std::fs::write(to.join(&rel), bytes).unwrap();
+        }
+        to
+    };
+    let no_thumb = copy(&shards[3], "shard3-no-thumb");
+    std::fs::remove_file(no_thumb.join("top/0002.png")).unwrap();
+    fail(
+        &[&shards[0], &shards[1], &shards[2], &no_thumb],
+        &format!("{} is missing", no_thumb.join("top/0002.png").display()),
+    );
+    assert!(
+        !dir.join("bad-merge").exists(),
+        "a failed merge wrote output"
+    );
+    // The advice for a shard without its report: `--resume --top K` writes it.
+    ok(afclip(&with(&no_top, &["--shard", "2/4", "--resume"])));
+    let remerged = dir.join("remerged");
+    ok(merge(
+        &remerged,
+        &[&shards[0], &shards[1], &no_top, &shards[3]],
+    ));
+    assert_same_files(&single, &remerged, &["report.md", "top.json", "top"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

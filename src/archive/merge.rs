@@ -3,9 +3,17 @@
 //! linked (or copied) over. Fails loudly, before writing anything, when a shard is missing,
 //! repeated, incomplete (no `run.json`: interrupted), from another run, or when the rows do not
 //! cover every input exactly once.
+//!
+//! Shards scored with `--top K` give the report of the single run (`report.md`, `top/`,
+//! `top.json`): the global top K, selected from the merged rows with the single run's tie rule
+//! (input order), each a prefix of its own shard's top K, so the thumbnails are linked over
+//! from the shards. Shards with different K, or some without `--top`, are refused.
 
 use super::journal::{write_synced, INDEX_FILE, JOURNAL_FILE};
 use super::{sync_dir, RunInfo, Shard, RUN_FILE};
+use crate::output::top::{
+    parse_row, read_index, thumbnail_name, write_report, Best, Entry, Index, TOP_DIR, TOP_FILE,
+};
 use anyhow::{bail, ensure, Context, Result};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -144,6 +152,8 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<RunInfo> {
         });
     }
 
+    let tops = top_indexes(dirs, &infos)?;
+
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create output folder {}", out.display()))?;
     let final_path = out.join(first.format.file_name());
@@ -154,6 +164,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<RunInfo> {
     data_out.write_all(first.format.header().as_bytes())?;
     let mut heads: Vec<Option<(u64, Vec<u8>)>> =
         shards.iter_mut().map(|s| s.next()).collect::<Result<_>>()?;
+    let mut best = Best::new(tops.as_ref().map_or(0, |(k, _)| *k));
     for expected in 0..first.inputs_total {
         let k = heads
             .iter()
@@ -166,6 +177,14 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<RunInfo> {
                 )
             })?;
         let (pos, row) = heads[k].take().expect("found above");
+        if tops.is_some() {
+            let line = std::str::from_utf8(&row)
+                .ok()
+                .and_then(|r| r.strip_suffix('\n'));
+            if let Some((rel, score)) = line.and_then(|l| parse_row(first.format, l)) {
+                best.push(score, pos, (rel, k));
+            }
+        }
         data_out.write_all(&row)?;
         idx_out.write_all(&pos.to_le_bytes())?;
         idx_out.write_all(&(row.len() as u64).to_le_bytes())?;
@@ -181,6 +200,9 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<RunInfo> {
             link_tree(&dir.join(folder), &out.join(folder))?;
         }
     }
+    if let Some((k, indexes)) = &tops {
+        merge_top(dirs, &infos, indexes, *k, best.into_vec(), out)?;
+    }
     std::fs::rename(&partial, &final_path)
         .with_context(|| format!("cannot move {} into place", partial.display()))?;
     let info = RunInfo {
@@ -192,6 +214,93 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<RunInfo> {
     write_synced(&out.join(RUN_FILE), info.to_json().as_bytes())?;
     sync_dir(out)?;
     Ok(info)
+}
+
+/// The shards' `top.json`s with their common K; `None` when no shard was run with `--top`.
+/// Fails when only some shards have one, when their K differ, or when a listed thumbnail is
+/// missing.
+fn top_indexes(dirs: &[PathBuf], infos: &[RunInfo]) -> Result<Option<(usize, Vec<Index>)>> {
+    let found: Vec<Option<Index>> = dirs.iter().map(|d| read_index(d)).collect::<Result<_>>()?;
+    let Some(with) = found.iter().position(Option::is_some) else {
+        return Ok(None);
+    };
+    let k = found[with].as_ref().expect("found").k;
+    let name = |i: usize| format!("shard {} ({})", infos[i].shard, dirs[i].display());
+    let mut indexes = Vec::new();
+    for (i, index) in found.into_iter().enumerate() {
+        let index = index.with_context(|| {
+            format!(
+                "{} has no {TOP_FILE} (scored without --top, or stopped before its report) but \
+                 {} was scored with --top {k}: rerun it with `afclip score ... --resume --top \
+                 {k}`",
+                name(i),
+                name(with)
+            )
+        })?;
+        ensure!(
+            index.k == k,
+            "{} was scored with --top {} but {} with --top {k}: score every shard with the \
+             same --top",
+            name(i),
+            index.k,
+            name(with)
+        );
+        for thumb in index.images.iter().filter_map(|e| e.thumbnail.as_ref()) {
+            let path = dirs[i].join(thumb);
+            ensure!(
+                path.is_file(),
+                "{} is missing: {} lists it",
+                path.display(),
+                dirs[i].join(TOP_FILE).display()
+            );
+        }
+        indexes.push(index);
+    }
+    Ok(Some((k, indexes)))
+}
+
+/// Writes the global top-`k` report: `best` (from the merged rows: `(score, input position,
+/// (path, shard number))`), whose entries of each shard are a prefix of that shard's index.
+fn merge_top(
+    dirs: &[PathBuf],
+    infos: &[RunInfo],
+    indexes: &[Index],
+    k: usize,
+    best: Vec<(f32, u64, (String, usize))>,
+    out: &Path,
+) -> Result<()> {
+    let top_dir = out.join(TOP_DIR);
+    std::fs::create_dir_all(&top_dir)
+        .with_context(|| format!("cannot create {}", top_dir.display()))?;
+    let mut used = vec![0usize; dirs.len()];
+    let mut entries = Vec::new();
+    for (rank, (score, _, (path, s))) in best.into_iter().enumerate() {
+        let listed = indexes[s].images.get(used[s]).filter(|e| e.path == path);
+        let listed = listed.with_context(|| {
+            format!(
+                "shard {}: {} does not list {path:?} as its number {} (its rows do): the \
+                 report does not belong to these rows",
+                infos[s].shard,
+                dirs[s].join(TOP_FILE).display(),
+                used[s] + 1
+            )
+        })?;
+        used[s] += 1;
+        let thumbnail = match &listed.thumbnail {
+            Some(t) => {
+                let name = thumbnail_name(rank);
+                link_file(&dirs[s].join(t), &out.join(&name))?;
+                Some(name)
+            }
+            None => None,
+        };
+        entries.push(Entry {
+            path,
+            score,
+            thumbnail,
+        });
+    }
+    write_report(out, k, &entries)
 }
 
 /// Hard-links (or copies, across file systems) every file below `from` into `to`.
@@ -210,13 +319,19 @@ fn link_tree(from: &Path, to: &Path) -> Result<()> {
             link_tree(&src, &dst)?;
             continue;
         }
-        if dst.exists() {
-            std::fs::remove_file(&dst)?;
-        }
-        if std::fs::hard_link(&src, &dst).is_err() {
-            std::fs::copy(&src, &dst)
-                .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
-        }
+        link_file(&src, &dst)?;
+    }
+    Ok(())
+}
+
+/// Hard-links (or copies, across file systems) `src` to `dst`, replacing `dst`.
+fn link_file(src: &Path, dst: &Path) -> Result<()> {
+    if dst.exists() {
+        std::fs::remove_file(dst).with_context(|| format!("cannot replace {}", dst.display()))?;
+    }
+    if std::fs::hard_link(src, dst).is_err() {
+        std::fs::copy(src, dst)
+            .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
     }
     Ok(())
 }

@@ -19,10 +19,11 @@ use crate::fewshot::bank::Bank;
 use crate::fewshot::scorer::{FewShot, DEFAULT_ALPHA};
 use crate::model::afclip::AfClip;
 use crate::output::heatmap::overlay;
+use crate::output::top::{best_rows, read_index, thumbnail_name, write_report, Entry, TOP_DIR};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::{Args as ClapArgs, ValueEnum};
 use crossbeam_channel::{bounded, Receiver, Sender};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -170,6 +171,12 @@ pub fn run(args: Args) -> Result<()> {
                 info.rows,
                 info.failed
             );
+            // A run stopped between run.json and top.json gets its report here.
+            if let Some(k) = args.top {
+                if read_index(&args.out)?.map(|t| t.k) != Some(k) {
+                    write_top(&args, k)?;
+                }
+            }
             return finish_code(info.failed, info.rows, &args);
         }
     };
@@ -531,31 +538,17 @@ fn write_map(
     Ok(())
 }
 
-/// `report.md` with the `k` highest-scoring rows (ties: input order) and 128-pixel thumbnails
-/// in `top/`, read back from the finished scores file.
+/// The `--top k` report (see [`crate::output::top`]), read back from the finished scores
+/// file, with 128-pixel thumbnails decoded from the sources.
 fn write_top(args: &Args, k: usize) -> Result<()> {
-    let path = args.out.join(args.format.file_name());
-    let file =
-        std::fs::File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut best: Vec<(f32, usize, String)> = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
-        if let Some((rel, score)) = parse_row(args.format, &line) {
-            best.push((score, n, rel));
-            best.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            best.truncate(k);
-        }
-    }
-    let top_dir = args.out.join("top");
+    let best = best_rows(&args.out.join(args.format.file_name()), args.format, k)?;
+    let top_dir = args.out.join(TOP_DIR);
     std::fs::create_dir_all(&top_dir)
         .with_context(|| format!("cannot create {}", top_dir.display()))?;
-    let mut md = format!(
-        "# The {} most anomalous images\n\n| rank | score | image | thumbnail |\n|---|---|---|---|\n",
-        best.len()
-    );
-    for (rank, (score, _, rel)) in best.iter().enumerate() {
-        let thumb = format!("top/{:04}.png", rank + 1);
-        let cell = match source_of(&args.inputs, rel).map(|p| decode_rgb(&p)) {
+    let mut entries = Vec::new();
+    for (rank, (score, _, rel)) in best.into_iter().enumerate() {
+        let thumb = thumbnail_name(rank);
+        let thumbnail = match source_of(&args.inputs, &rel).map(|p| decode_rgb(&p)) {
             Some(Ok(rgb)) => {
                 let small = resize_bicubic(&rgb, 128, 128);
                 image::save_buffer(
@@ -566,50 +559,17 @@ fn write_top(args: &Args, k: usize) -> Result<()> {
                     image::ExtendedColorType::Rgb8,
                 )
                 .with_context(|| format!("cannot write {thumb}"))?;
-                format!("![{rel}]({thumb})")
+                Some(thumb)
             }
-            _ => "(source not readable)".to_string(),
+            _ => None,
         };
-        md += &format!("| {} | {score} | `{rel}` | {cell} |\n", rank + 1);
+        entries.push(Entry {
+            path: rel,
+            score,
+            thumbnail,
+        });
     }
-    std::fs::write(args.out.join("report.md"), md).context("cannot write report.md")?;
-    Ok(())
-}
-
-/// `(rel, score)` of an ok row written by [`Format::row`].
-fn parse_row(format: Format, line: &str) -> Option<(String, f32)> {
-    match format {
-        Format::Jsonl => {
-            let v: serde_json::Value = serde_json::from_str(line).ok()?;
-            Some((v["path"].as_str()?.to_string(), v["score"].as_f64()? as f32))
-        }
-        Format::Csv => {
-            let (rel, rest) = if let Some(quoted) = line.strip_prefix('"') {
-                let mut rel = String::new();
-                let mut chars = quoted.char_indices().peekable();
-                let mut end = None;
-                while let Some((i, c)) = chars.next() {
-                    if c == '"' {
-                        if chars.peek().map(|&(_, c)| c) == Some('"') {
-                            rel.push('"');
-                            chars.next();
-                        } else {
-                            end = Some(i + 1);
-                            break;
-                        }
-                    } else {
-                        rel.push(c);
-                    }
-                }
-                (rel, &quoted[end?..])
-            } else {
-                let comma = line.find(',')?;
-                (line[..comma].to_string(), &line[comma..])
-            };
-            let score = rest.strip_prefix(',')?.split(',').next()?.parse().ok()?;
-            Some((rel, score))
-        }
-    }
+    write_report(&args.out, k, &entries)
 }
 
 /// The source file an input argument list reports as `rel`.
@@ -718,18 +678,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_parse_back() {
-        for format in [Format::Csv, Format::Jsonl] {
-            for rel in ["a.png", "x,\"y\".png", "d/é.png"] {
-                let line = format.row(rel, Some(0.125), None);
-                assert_eq!(
-                    parse_row(format, line.trim_end()),
-                    Some((rel.to_string(), 0.125))
-                );
-                let err = format.row(rel, None, Some("bad, really"));
-                assert_eq!(parse_row(format, err.trim_end()), None);
-            }
-        }
+    fn hms_formats() {
         assert_eq!(hms(3725.0), "1:02:05");
     }
 }

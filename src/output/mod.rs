@@ -1,4 +1,5 @@
-//! Result writers: CSV rows, heatmap overlays.
+//! Result writers: CSV rows, heatmap overlays, the `--top K` report.
 
 pub mod csv;
 pub mod heatmap;
+pub mod top;
