@@ -75,4 +75,37 @@ typedef struct ConvertParams {
     long long n;
 } ConvertParams;
 
+/* quick_gelu, quick_gelu_backward (backward.cu): n elements */
+typedef struct GeluParams {
+    long long n;
+} GeluParams;
+
+/* row-wise backward ops and their column sums (backward.cu): x, dy [rows, dim]; a column sum
+ * takes one partial per chunk of chunk_rows rows */
+typedef struct BackwardRowsParams {
+    int rows;
+    int dim;
+    int chunk_rows;
+    float eps;   /* layer_norm_backward */
+    float scale; /* state_logits_backward */
+} BackwardRowsParams;
+
+/* sum_partials (backward.cu): out[j] += sum_c partial[c * stride + j], c < chunks, j < n */
+typedef struct SumPartialsParams {
+    int chunks;
+    int n;
+    int stride;
+} SumPartialsParams;
+
+/* nearest_cosine (search.cu): queries [rows, dim], bank [bank_rows, dim], partial maxima
+ * [chunks, rows], dist [rows] */
+typedef struct SearchParams {
+    int rows;
+    int bank_rows;
+    int dim;
+    int chunk_rows; /* bank rows per chunk, a multiple of the 64-row tile */
+    int chunks;
+    float weight;
+} SearchParams;
+
 #endif

@@ -4,7 +4,10 @@
 //!
 //! - `linear` with bf16 operands (frozen weights at `Precision::Bf16`): 1e-2;
 //! - every f32 op (`linear` at `Precision::F32`, `matmul`, `layer_norm`, `attention`,
-//!   `state_logits`, `abnormal_probability`): 1e-5 (only the summation order differs);
+//!   `state_logits`, `abnormal_probability`, `nearest_cosine`, `bias_grad`, `quick_gelu`,
+//!   `quick_gelu_backward`, `layer_norm_backward`, `attention_backward`,
+//!   `state_logits_backward`, `abnormal_probability_backward`): 1e-5 (only the summation order
+//!   differs);
 //! - data movement and the ops written to round like the CPU (`patch_im2col`, `embed_tokens`,
 //!   `aggregate`, `anomaly_maps`): 1e-6.
 //!
@@ -390,6 +393,287 @@ mod parity {
             let name = format!("anomaly_maps {grid}->{side} sigma {sigma}");
             check(&name, &g.download(&mg).unwrap(), &mc, EXACT_TOL);
         }
+    }
+
+    /// `n` rows of `dim` standard normals, each scaled to unit length.
+    fn unit_rows(seed: u64, n: usize, dim: usize) -> Vec<f32> {
+        let mut v = random(seed, n * dim);
+        for row in v.chunks_mut(dim) {
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+        v
+    }
+
+    #[test]
+    fn nearest_cosine_matches() {
+        let Some(g) = gpu("nearest_cosine", Precision::F32) else {
+            return;
+        };
+        let c = cpu();
+        // (rows, bank_rows, dim): a 1370-token image against a 4-shot bank, rows and bank rows
+        // off the 64-row tiles, a 100k-row bank (split into chunks), a 1-row bank, odd dims.
+        for (rows, bank_rows, dim) in [
+            (1370, 5000, 1024),
+            (3, 100_003, 1024),
+            (129, 1, 33),
+            (65, 130, 7),
+        ] {
+            let mut queries = random(23, rows * dim);
+            // A zero query row gives NaN on both backends.
+            queries[dim..2 * dim].fill(0.0);
+            let bank = unit_rows(24, bank_rows, dim);
+            let d0 = random(25, rows);
+            let mut dc = d0.clone();
+            c.nearest_cosine(&mut dc, &queries, &bank, rows, bank_rows, dim, 0.5)
+                .unwrap();
+            assert!(dc[1].is_nan(), "the zero query row must give NaN");
+            let mut dg = g.upload(&d0).unwrap();
+            let (qg, bg) = (g.upload(&queries).unwrap(), g.upload(&bank).unwrap());
+            g.nearest_cosine(&mut dg, &qg, &bg, rows, bank_rows, dim, 0.5)
+                .unwrap();
+            let name = format!("nearest_cosine {rows} x {bank_rows} x {dim}");
+            check(&name, &g.download(&dg).unwrap(), &dc, F32_TOL);
+        }
+    }
+
+    #[test]
+    fn elementwise_backward_matches() {
+        let Some(g) = gpu("elementwise backward", Precision::F32) else {
+            return;
+        };
+        let c = cpu();
+        for len in [1370 * 4096, 37] {
+            let x: Vec<f32> = random(26, len).iter().map(|v| v * 4.0).collect();
+            let dy = random(27, len);
+            let (xg, dyg) = (g.upload(&x).unwrap(), g.upload(&dy).unwrap());
+            let mut yc = vec![0.0; len];
+            c.quick_gelu(&mut yc, &x, len).unwrap();
+            let mut yg = g.zeros(len).unwrap();
+            g.quick_gelu(&mut yg, &xg, len).unwrap();
+            check(
+                &format!("quick_gelu {len}"),
+                &g.download(&yg).unwrap(),
+                &yc,
+                F32_TOL,
+            );
+            let mut dxc = vec![0.0; len];
+            c.quick_gelu_backward(&mut dxc, &dy, &x, len).unwrap();
+            let mut dxg = g.zeros(len).unwrap();
+            g.quick_gelu_backward(&mut dxg, &dyg, &xg, len).unwrap();
+            check(
+                &format!("quick_gelu_backward {len}"),
+                &g.download(&dxg).unwrap(),
+                &dxc,
+                F32_TOL,
+            );
+        }
+        // bias_grad: rows off the 64-row chunks, and more rows than 1024 chunks of 64.
+        for (rows, dim) in [(8 * 1370, 1024), (77, 3 * 768), (70_001, 5), (1, 1)] {
+            let dy = random(28, rows * dim);
+            let db0 = random(29, dim);
+            let mut dbc = db0.clone();
+            c.bias_grad(&mut dbc, &dy, rows, dim).unwrap();
+            let mut dbg = g.upload(&db0).unwrap();
+            g.bias_grad(&mut dbg, &g.upload(&dy).unwrap(), rows, dim)
+                .unwrap();
+            check(
+                &format!("bias_grad {rows}x{dim}"),
+                &g.download(&dbg).unwrap(),
+                &dbc,
+                F32_TOL,
+            );
+        }
+        for rows in [2 * 1370, 9] {
+            let logits: Vec<f32> = random(30, rows * 2).iter().map(|v| v * 5.0).collect();
+            let dprobs = random(31, rows);
+            let mut dlc = vec![0.0; rows * 2];
+            c.abnormal_probability_backward(&mut dlc, &dprobs, &logits, rows)
+                .unwrap();
+            let mut dlg = g.upload(&random(32, rows * 2)).unwrap();
+            let (pg, lg) = (g.upload(&dprobs).unwrap(), g.upload(&logits).unwrap());
+            g.abnormal_probability_backward(&mut dlg, &pg, &lg, rows)
+                .unwrap();
+            check(
+                &format!("abnormal_probability_backward {rows}"),
+                &g.download(&dlg).unwrap(),
+                &dlc,
+                F32_TOL,
+            );
+        }
+    }
+
+    #[test]
+    fn layer_norm_backward_matches() {
+        let Some(g) = gpu("layer_norm_backward", Precision::F32) else {
+            return;
+        };
+        let c = cpu();
+        for (rows, dim) in [(2 * 1370, 1024), (77, 768), (3, 5), (70_001, 8)] {
+            let x: Vec<f32> = random(33, rows * dim)
+                .iter()
+                .map(|v| v * 3.0 + 1.0)
+                .collect();
+            let (dy, gamma) = (random(34, rows * dim), random(35, dim));
+            let (dx0, dg0, db0) = (random(36, rows * dim), random(37, dim), random(38, dim));
+            let (xg, dyg, gg) = (
+                g.upload(&x).unwrap(),
+                g.upload(&dy).unwrap(),
+                g.upload(&gamma).unwrap(),
+            );
+            // (dx wanted, dgamma/dbeta wanted)
+            for (want_dx, want_params) in [(true, true), (true, false), (false, true)] {
+                let (mut dxc, mut dgc, mut dbc) = (dx0.clone(), dg0.clone(), db0.clone());
+                c.layer_norm_backward(
+                    want_dx.then_some(&mut dxc),
+                    want_params.then_some((&mut dgc, &mut dbc)),
+                    &dy,
+                    &x,
+                    &gamma,
+                    rows,
+                    dim,
+                    1e-5,
+                )
+                .unwrap();
+                let mut dxg = g.upload(&dx0).unwrap();
+                let (mut dgg, mut dbg) = (g.upload(&dg0).unwrap(), g.upload(&db0).unwrap());
+                g.layer_norm_backward(
+                    want_dx.then_some(&mut dxg),
+                    want_params.then_some((&mut dgg, &mut dbg)),
+                    &dyg,
+                    &xg,
+                    &gg,
+                    rows,
+                    dim,
+                    1e-5,
+                )
+                .unwrap();
+                let name = format!("layer_norm_backward {rows}x{dim} dx {want_dx}");
+                check(
+                    &format!("{name} dx"),
+                    &g.download(&dxg).unwrap(),
+                    &dxc,
+                    F32_TOL,
+                );
+                let name = format!("{name} params {want_params}");
+                check(
+                    &format!("{name} dgamma"),
+                    &g.download(&dgg).unwrap(),
+                    &dgc,
+                    F32_TOL,
+                );
+                check(
+                    &format!("{name} dbeta"),
+                    &g.download(&dbg).unwrap(),
+                    &dbc,
+                    F32_TOL,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn attention_backward_matches() {
+        let Some(g) = gpu("attention_backward", Precision::F32) else {
+            return;
+        };
+        let c = cpu();
+        // (batch, tokens, heads, head_dim, causal): the adaptor (1370 = 37 x 37 + 1 tokens),
+        // the text tower (77, causal), odd sizes for every head dim and both masks.
+        for (batch, tokens, heads, hd, causal) in [
+            (2, 1370, 4, 64, false),
+            (2, 77, 12, 64, true),
+            (1, 1370, 2, 64, true),
+            (3, 50, 2, 32, true),
+            (2, 33, 3, 32, false),
+            (1, 65, 1, 128, true),
+            (1, 37, 2, 128, false),
+            (1, 1, 1, 64, true),
+        ] {
+            let qkv = random(39, batch * tokens * 3 * heads * hd);
+            let dout = random(40, batch * tokens * heads * hd);
+            let mut dc = vec![0.0; qkv.len()];
+            c.attention_backward(&mut dc, &dout, &qkv, batch, tokens, heads, hd, causal)
+                .unwrap();
+            // Overwritten: start from garbage.
+            let mut dg = g.upload(&random(41, qkv.len())).unwrap();
+            let (og, qg) = (g.upload(&dout).unwrap(), g.upload(&qkv).unwrap());
+            g.attention_backward(&mut dg, &og, &qg, batch, tokens, heads, hd, causal)
+                .unwrap();
+            let name =
+                format!("attention_backward b{batch} t{tokens} h{heads} d{hd} causal {causal}");
+            check(&name, &g.download(&dg).unwrap(), &dc, F32_TOL);
+        }
+    }
+
+    #[test]
+    fn state_logits_backward_matches() {
+        let Some(g) = gpu("state_logits_backward", Precision::F32) else {
+            return;
+        };
+        let c = cpu();
+        for (rows, dim) in [(8 * 1370, 768), (9, 33), (70_001, 4)] {
+            let z = random(42, rows * dim);
+            let text = unit_rows(43, 2, dim);
+            let dlogits = random(44, rows * 2);
+            let (dz0, dt0) = (random(45, rows * dim), random(46, 2 * dim));
+            let (mut dzc, mut dtc) = (dz0.clone(), dt0.clone());
+            c.state_logits_backward(
+                &mut dzc,
+                &mut dtc,
+                &dlogits,
+                &z,
+                &text,
+                rows,
+                dim,
+                1.0 / 0.07,
+            )
+            .unwrap();
+            let (mut dzg, mut dtg) = (g.upload(&dz0).unwrap(), g.upload(&dt0).unwrap());
+            let (lg, zg, tg) = (
+                g.upload(&dlogits).unwrap(),
+                g.upload(&z).unwrap(),
+                g.upload(&text).unwrap(),
+            );
+            g.state_logits_backward(&mut dzg, &mut dtg, &lg, &zg, &tg, rows, dim, 1.0 / 0.07)
+                .unwrap();
+            let name = format!("state_logits_backward {rows}x{dim}");
+            check(
+                &format!("{name} dz"),
+                &g.download(&dzg).unwrap(),
+                &dzc,
+                F32_TOL,
+            );
+            check(
+                &format!("{name} dtext"),
+                &g.download(&dtg).unwrap(),
+                &dtc,
+                F32_TOL,
+            );
+        }
+    }
+
+    #[test]
+    fn backward_and_search_errors_name_the_op() {
+        let Some(g) = gpu("backward errors", Precision::F32) else {
+            return;
+        };
+        let x = g.upload(&[1.0; 12]).unwrap();
+        let mut d = g.zeros(12).unwrap();
+        let err = g
+            .attention_backward(&mut d, &x, &x, 1, 1, 1, 12, false)
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("attention_backward"), "{err:#}");
+        let mut dist = g.zeros(3).unwrap();
+        let err = g
+            .nearest_cosine(&mut dist, &x, &x, 3, 0, 4, 1.0)
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("nearest_cosine"), "{err:#}");
+        let err = g.bias_grad(&mut dist, &x, 3, 4).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("bias_grad: `db` has 3 elements"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod ffi {
 
 pub use gemm::Precision;
 
-use super::cpu::{check_len, CpuBackend};
+use super::cpu::check_len;
 use super::{Backend, Epilogue};
 use crate::backend::cpu::aggregate::window_kernel;
 use crate::backend::cpu::maps::{gaussian_half_kernel, MIN_SIGMA};
@@ -56,6 +56,10 @@ macro_rules! launch {
             .with_context(|| format!("{}: launching `{}`", $op, $name))
     }};
 }
+
+// After `launch!`, which they use.
+mod backward;
+mod search;
 
 /// Threads per block of the element-wise kernels.
 const THREADS: u32 = 256;
@@ -104,21 +108,7 @@ pub struct CudaBackend {
     scratch: Mutex<Option<CudaSlice<u16>>>,
     /// Stands in for an absent bias pointer.
     dummy: CudaSlice<f32>,
-    /// Runs the ops that have no CUDA kernel yet, on downloaded copies (see [`HOST_OPS`]).
-    host: CpuBackend,
 }
-
-/// Ops that run on the CPU backend (download, compute, upload) until they get kernels.
-pub const HOST_OPS: &[&str] = &[
-    "nearest_cosine",
-    "bias_grad",
-    "quick_gelu",
-    "quick_gelu_backward",
-    "layer_norm_backward",
-    "attention_backward",
-    "state_logits_backward",
-    "abnormal_probability_backward",
-];
 
 fn i32_dim(op: &str, name: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| anyhow!("{op}: {name} = {v} exceeds the kernels' i32 range"))
@@ -173,7 +163,6 @@ impl CudaBackend {
             kernels,
             scratch: Mutex::new(None),
             dummy,
-            host: CpuBackend::new(None)?,
         })
     }
 
@@ -232,17 +221,6 @@ impl CudaBackend {
             out_dim,
             in_dim,
         })
-    }
-
-    /// Replaces the contents of `dst` with `host` (same length).
-    fn overwrite(&self, dst: &mut CudaBuf, host: &[f32]) -> Result<()> {
-        check_len("upload", "host result", host.len(), &[dst.len])?;
-        if host.is_empty() {
-            return Ok(());
-        }
-        self.stream
-            .memcpy_htod(host, &mut dst.data.slice_mut(..host.len()))
-            .with_context(|| format!("cuda: uploading {} f32", host.len()))
     }
 
     /// `x` as bf16 in the scratch buffer (grown to fit), for a bf16 GEMM.
@@ -771,11 +749,7 @@ impl Backend for CudaBackend {
         dim: usize,
         weight: f32,
     ) -> Result<()> {
-        let mut d = self.download(dist)?;
-        let (q, b) = (self.download(queries)?, self.download(bank)?);
-        self.host
-            .nearest_cosine(&mut d, &q, &b, rows, bank_rows, dim, weight)?;
-        self.overwrite(dist, &d)
+        self.nearest_cosine_impl(dist, queries, bank, rows, bank_rows, dim, weight)
     }
 
     fn matmul(
@@ -817,16 +791,11 @@ impl Backend for CudaBackend {
     }
 
     fn bias_grad(&self, db: &mut CudaBuf, dy: &CudaBuf, rows: usize, dim: usize) -> Result<()> {
-        let mut d = self.download(db)?;
-        self.host
-            .bias_grad(&mut d, &self.download(dy)?, rows, dim)?;
-        self.overwrite(db, &d)
+        self.bias_grad_impl(db, dy, rows, dim)
     }
 
     fn quick_gelu(&self, y: &mut CudaBuf, x: &CudaBuf, len: usize) -> Result<()> {
-        let mut d = self.download(y)?;
-        self.host.quick_gelu(&mut d, &self.download(x)?, len)?;
-        self.overwrite(y, &d)
+        self.quick_gelu_impl(y, x, len)
     }
 
     fn quick_gelu_backward(
@@ -836,10 +805,7 @@ impl Backend for CudaBackend {
         x: &CudaBuf,
         len: usize,
     ) -> Result<()> {
-        let mut d = self.download(dx)?;
-        let (g, xs) = (self.download(dy)?, self.download(x)?);
-        self.host.quick_gelu_backward(&mut d, &g, &xs, len)?;
-        self.overwrite(dx, &d)
+        self.quick_gelu_backward_impl(dx, dy, x, len)
     }
 
     fn layer_norm_backward(
@@ -853,30 +819,7 @@ impl Backend for CudaBackend {
         dim: usize,
         eps: f32,
     ) -> Result<()> {
-        let mut hdx = dx.as_ref().map(|b| self.download(b)).transpose()?;
-        let mut hdg = dgamma_dbeta
-            .as_ref()
-            .map(|(g, b)| Ok::<_, anyhow::Error>((self.download(g)?, self.download(b)?)))
-            .transpose()?;
-        let (g, xs, gm) = (self.download(dy)?, self.download(x)?, self.download(gamma)?);
-        self.host.layer_norm_backward(
-            hdx.as_mut(),
-            hdg.as_mut().map(|(a, b)| (a, b)),
-            &g,
-            &xs,
-            &gm,
-            rows,
-            dim,
-            eps,
-        )?;
-        if let (Some(dst), Some(src)) = (dx, hdx) {
-            self.overwrite(dst, &src)?;
-        }
-        if let (Some((dg, db)), Some((hg, hb))) = (dgamma_dbeta, hdg) {
-            self.overwrite(dg, &hg)?;
-            self.overwrite(db, &hb)?;
-        }
-        Ok(())
+        self.layer_norm_backward_impl(dx, dgamma_dbeta, dy, x, gamma, rows, dim, eps)
     }
 
     fn attention_backward(
@@ -890,11 +833,7 @@ impl Backend for CudaBackend {
         head_dim: usize,
         causal: bool,
     ) -> Result<()> {
-        let mut d = self.download(dqkv)?;
-        let (g, q) = (self.download(dout)?, self.download(qkv)?);
-        self.host
-            .attention_backward(&mut d, &g, &q, batch, tokens, heads, head_dim, causal)?;
-        self.overwrite(dqkv, &d)
+        self.attention_backward_impl(dqkv, dout, qkv, batch, tokens, heads, head_dim, causal)
     }
 
     fn state_logits_backward(
@@ -908,16 +847,7 @@ impl Backend for CudaBackend {
         dim: usize,
         scale: f32,
     ) -> Result<()> {
-        let (mut hz, mut ht) = (self.download(dz)?, self.download(dtext)?);
-        let (g, zs, ts) = (
-            self.download(dlogits)?,
-            self.download(z)?,
-            self.download(text)?,
-        );
-        self.host
-            .state_logits_backward(&mut hz, &mut ht, &g, &zs, &ts, rows, dim, scale)?;
-        self.overwrite(dz, &hz)?;
-        self.overwrite(dtext, &ht)
+        self.state_logits_backward_impl(dz, dtext, dlogits, z, text, rows, dim, scale)
     }
 
     fn abnormal_probability_backward(
@@ -927,10 +857,6 @@ impl Backend for CudaBackend {
         logits: &CudaBuf,
         rows: usize,
     ) -> Result<()> {
-        let mut d = self.download(dlogits)?;
-        let (g, l) = (self.download(dprobs)?, self.download(logits)?);
-        self.host
-            .abnormal_probability_backward(&mut d, &g, &l, rows)?;
-        self.overwrite(dlogits, &d)
+        self.abnormal_probability_backward_impl(dlogits, dprobs, logits, rows)
     }
 }

@@ -163,3 +163,81 @@ const _: () = {
     ["Alignment of ConvertParams"][::std::mem::align_of::<ConvertParams>() - 8usize];
     ["Offset of field: ConvertParams::n"][::std::mem::offset_of!(ConvertParams, n) - 0usize];
 };
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct GeluParams {
+    pub n: ::std::os::raw::c_longlong,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GeluParams"][::std::mem::size_of::<GeluParams>() - 8usize];
+    ["Alignment of GeluParams"][::std::mem::align_of::<GeluParams>() - 8usize];
+    ["Offset of field: GeluParams::n"][::std::mem::offset_of!(GeluParams, n) - 0usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct BackwardRowsParams {
+    pub rows: ::std::os::raw::c_int,
+    pub dim: ::std::os::raw::c_int,
+    pub chunk_rows: ::std::os::raw::c_int,
+    pub eps: f32,
+    pub scale: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of BackwardRowsParams"][::std::mem::size_of::<BackwardRowsParams>() - 20usize];
+    ["Alignment of BackwardRowsParams"][::std::mem::align_of::<BackwardRowsParams>() - 4usize];
+    ["Offset of field: BackwardRowsParams::rows"]
+        [::std::mem::offset_of!(BackwardRowsParams, rows) - 0usize];
+    ["Offset of field: BackwardRowsParams::dim"]
+        [::std::mem::offset_of!(BackwardRowsParams, dim) - 4usize];
+    ["Offset of field: BackwardRowsParams::chunk_rows"]
+        [::std::mem::offset_of!(BackwardRowsParams, chunk_rows) - 8usize];
+    ["Offset of field: BackwardRowsParams::eps"]
+        [::std::mem::offset_of!(BackwardRowsParams, eps) - 12usize];
+    ["Offset of field: BackwardRowsParams::scale"]
+        [::std::mem::offset_of!(BackwardRowsParams, scale) - 16usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct SumPartialsParams {
+    pub chunks: ::std::os::raw::c_int,
+    pub n: ::std::os::raw::c_int,
+    pub stride: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of SumPartialsParams"][::std::mem::size_of::<SumPartialsParams>() - 12usize];
+    ["Alignment of SumPartialsParams"][::std::mem::align_of::<SumPartialsParams>() - 4usize];
+    ["Offset of field: SumPartialsParams::chunks"]
+        [::std::mem::offset_of!(SumPartialsParams, chunks) - 0usize];
+    ["Offset of field: SumPartialsParams::n"]
+        [::std::mem::offset_of!(SumPartialsParams, n) - 4usize];
+    ["Offset of field: SumPartialsParams::stride"]
+        [::std::mem::offset_of!(SumPartialsParams, stride) - 8usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct SearchParams {
+    pub rows: ::std::os::raw::c_int,
+    pub bank_rows: ::std::os::raw::c_int,
+    pub dim: ::std::os::raw::c_int,
+    pub chunk_rows: ::std::os::raw::c_int,
+    pub chunks: ::std::os::raw::c_int,
+    pub weight: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of SearchParams"][::std::mem::size_of::<SearchParams>() - 24usize];
+    ["Alignment of SearchParams"][::std::mem::align_of::<SearchParams>() - 4usize];
+    ["Offset of field: SearchParams::rows"][::std::mem::offset_of!(SearchParams, rows) - 0usize];
+    ["Offset of field: SearchParams::bank_rows"]
+        [::std::mem::offset_of!(SearchParams, bank_rows) - 4usize];
+    ["Offset of field: SearchParams::dim"][::std::mem::offset_of!(SearchParams, dim) - 8usize];
+    ["Offset of field: SearchParams::chunk_rows"]
+        [::std::mem::offset_of!(SearchParams, chunk_rows) - 12usize];
+    ["Offset of field: SearchParams::chunks"]
+        [::std::mem::offset_of!(SearchParams, chunks) - 16usize];
+    ["Offset of field: SearchParams::weight"]
+        [::std::mem::offset_of!(SearchParams, weight) - 20usize];
+};
