@@ -7,7 +7,9 @@
 #                                 parity of every kernel vs the CPU backend, end-to-end eval on
 #                                 a synthetic set on CPU and CUDA (image/pixel AUROC must agree
 #                                 within 0.002), and full-size ViT-L/14@336 at 518 px eval
-#                                 throughput from 1024x1024 PNG files; everything under $OUT
+#                                 throughput from 1024x1024 PNG files, and `afclip bench`
+#                                 (stages, TFLOP/s vs the bf16 GEMM rate, batch 32 and 128,
+#                                 bench.md and bench.json); everything under $OUT
 #                                 (summary.md last). Copy the measured figures, with date and
 #                                 commit, into bench/RESULTS.md.
 set -euo pipefail
@@ -80,6 +82,15 @@ PY
         python3 -c "import sys; t=float(sys.argv[2])-float(sys.argv[1]); print(f'    batch {sys.argv[3]}: 256 images in {t:.2f} s = {256/t:.1f} images/s (incl. model load)')" \
             "$start" "$end" "$bs" >> "$summary"
     done
+
+    # 4. afclip bench: ViT-L/14@336 at 518 px by stage, bf16 GEMMs, vs the measured GEMM rate.
+    echo "## afclip bench (ViT-L/14@336, 518 px, bf16)" >> "$summary"
+    if "$bin/afclip" bench --device cuda --precision bf16 --batch-sizes 32,128 \
+        --json "$out/bench.json" > "$out/bench.md" 2> "$out/bench.log"; then
+        sed 's/^/    /' "$out/bench.md" >> "$summary"
+    else
+        echo "    FAILED (see bench.log)" >> "$summary"
+    fi
     cat "$summary"
     ;;
 *)

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod eval;

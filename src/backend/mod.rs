@@ -33,6 +33,12 @@ pub trait Backend: Send + Sync {
     /// Human-readable name, e.g. `cpu (avx512, 2 threads)`.
     fn name(&self) -> String;
 
+    /// Waits until every op queued so far has finished. Ops of an asynchronous backend (CUDA)
+    /// return once queued, so timing needs this; the CPU backend's ops finish before they return.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;

@@ -1,6 +1,7 @@
 //! A [`Backend`] wrapper that times every op (wall clock, per op name) and counts GEMM flops,
-//! for benches and `--profile` runs. Ops are timed as the inner backend returns from them, so
-//! an asynchronous backend must synchronise inside its ops for the split to be meaningful.
+//! for benches and `afclip bench`. Each op is followed by [`Backend::synchronize`], so its time
+//! is the device's on an asynchronous backend (CUDA) too; the price is that the host no longer
+//! queues the next op while the device runs this one.
 
 use super::{Backend, Epilogue};
 use anyhow::Result;
@@ -38,15 +39,16 @@ impl<B: Backend> Profiled<B> {
         self.stats.lock().expect("stats lock").clear();
     }
 
-    fn time<T>(&self, op: &'static str, flops: f64, f: impl FnOnce() -> T) -> T {
+    fn time<T>(&self, op: &'static str, flops: f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let start = Instant::now();
-        let out = f();
+        let out = f()?;
+        self.inner.synchronize()?;
         let mut stats = self.stats.lock().expect("stats lock");
         let s = stats.entry(op).or_default();
         s.calls += 1;
         s.time += start.elapsed();
         s.flops += flops;
-        out
+        Ok(out)
     }
 }
 
@@ -56,6 +58,9 @@ impl<B: Backend> Backend for Profiled<B> {
 
     fn name(&self) -> String {
         format!("{} (profiled)", self.inner.name())
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.inner.synchronize()
     }
     fn upload(&self, host: &[f32]) -> Result<Self::Buf> {
         self.time("upload", 0.0, || self.inner.upload(host))

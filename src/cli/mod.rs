@@ -1,6 +1,7 @@
 //! Command-line interface: one file per verb, each with an `Args` (clap) and a `run`.
 
 pub mod bank;
+pub mod bench;
 pub mod common;
 pub mod compare;
 pub mod demo;
@@ -44,6 +45,8 @@ enum Command {
     Merge(merge::Args),
     /// Few-shot memory banks of normal reference images (`afclip bank build`).
     Bank(bank::Args),
+    /// Throughput of a random ViT-L/14@336 (or smaller) by stage, vs the measured GEMM rate.
+    Bench(bench::Args),
 }
 
 pub fn main() -> Result<()> {
@@ -59,5 +62,6 @@ pub fn main() -> Result<()> {
         Command::Compare(a) => compare::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Bank(a) => bank::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

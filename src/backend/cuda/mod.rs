@@ -266,6 +266,10 @@ impl Backend for CudaBackend {
         format!("cuda:{} ({}, {precision})", self.ordinal, self.device)
     }
 
+    fn synchronize(&self) -> Result<()> {
+        CudaBackend::synchronize(self)
+    }
+
     fn upload(&self, host: &[f32]) -> Result<CudaBuf> {
         let mut data = self.alloc(host.len())?;
         if !host.is_empty() {
