@@ -84,6 +84,7 @@ fn build(args: BuildArgs) -> Result<()> {
         init_seed: Some(0),
         image_size: args.image_size,
         layers: args.layers.clone(),
+        fixed_prompts: false,
     };
     let model = model_args.load(args.backend.cpu()?)?;
     eprintln!(

@@ -34,6 +34,12 @@ pub struct ModelArgs {
     /// evenly spaced blocks).
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<usize>>,
+    /// Ablation (paper Table 4 "Base"): score with the fixed sentences "a photo of an object
+    /// without/with defect." instead of the head's 12 learned prompt vectors. A head trained
+    /// with `train --fixed-prompts` records this and always uses them (the flag may be left
+    /// out); the flag with a head trained with learnable prompts is an error.
+    #[arg(long)]
+    pub fixed_prompts: bool,
 }
 
 impl ModelArgs {
@@ -58,6 +64,7 @@ impl ModelArgs {
             &self.model,
             self.weights.as_deref(),
             &self.head_source()?,
+            self.fixed_prompts,
             &self.options(),
         )
     }

@@ -5,9 +5,9 @@ use super::common::BackendArgs;
 use crate::data::layouts::{load_dataset, Category, DatasetKind};
 use crate::model::afclip::{default_layers, DEFAULT_IMAGE_SIZE, WINDOWS};
 use crate::model::checkpoint::{find_weights, Checkpoint};
-use crate::model::head::Head;
+use crate::model::head::{Head, Prompts};
 use crate::model::tokenizer::ClipTokenizer;
-use crate::train::features::{FeatureCache, TrainSample};
+use crate::train::features::{CachePrecision, FeatureCache, TrainSample};
 use crate::train::step::{StepOptions, TrainModel, LAMBDA_ALIGN};
 use crate::train::trainer::{train, EpochReport, TrainConfig};
 use anyhow::{bail, Context, Result};
@@ -76,9 +76,20 @@ pub struct Args {
     /// with `eval --no-adaptor`.
     #[arg(long)]
     pub no_adaptor: bool,
+    /// Ablation (paper Table 4): the fixed sentences "a photo of an object without/with
+    /// defect." instead of the 12 learnable prompt vectors; the text features are computed once
+    /// and only the adaptor trains. The head file records it (metadata afclip.prompts = fixed),
+    /// so `eval`/`score` use the fixed prompts with it automatically. With --init-head, a head
+    /// trained with fixed prompts continues with them even without this flag.
+    #[arg(long)]
+    pub fixed_prompts: bool,
     /// Features are kept in RAM up to this many MiB, else in a memory-mapped file.
     #[arg(long, default_value_t = 8192)]
     pub cache_ram_mb: u64,
+    /// Storage of the cached vision features: f32 (exact) or f16 (half the RAM / disk; values
+    /// rounded to 11 significant bits, an error if one exceeds f16's range).
+    #[arg(long, value_enum, default_value_t = CachePrecision::F32)]
+    pub cache_precision: CachePrecision,
     /// Folder of the memory-mapped feature file (default: next to --out).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -131,6 +142,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => Head::load(p, &ckpt.config)?,
         None => Head::init(&ckpt.config, args.init_seed.unwrap_or(args.seed)),
     };
+    head.select_prompts(args.fixed_prompts, args.init_head.as_deref())?;
     let opts = StepOptions {
         windows: if args.no_aggregation {
             vec![1]
@@ -143,6 +155,7 @@ pub fn run(args: Args) -> Result<()> {
             LAMBDA_ALIGN
         },
         adaptor: !args.no_adaptor,
+        prompts: head.prompts,
     };
     let be = args.backend.cpu()?;
     let model = TrainModel::new(
@@ -158,7 +171,7 @@ pub fn run(args: Args) -> Result<()> {
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     });
-    let mut cache = FeatureCache::new(
+    let mut cache = FeatureCache::with_precision(
         &be,
         &ckpt,
         samples,
@@ -166,12 +179,21 @@ pub fn run(args: Args) -> Result<()> {
         &layers,
         args.cache_ram_mb.saturating_mul(1 << 20),
         &spill,
+        args.cache_precision,
     )?;
     eprintln!(
-        "afclip train: {} images from {} categories, {} trainable parameters, feature cache in {}",
+        "afclip train: {} images from {} categories, {} trainable parameters{}, feature cache \
+         ({:.1} MiB {}) in {}",
         cache.len(),
         categories.len(),
         head.parameter_count(),
+        if head.prompts == Prompts::Fixed {
+            " (fixed prompts: the prompt tensor stays as it is)"
+        } else {
+            ""
+        },
+        cache.bytes() as f64 / f64::from(1 << 20),
+        cache.precision().name(),
         if cache.is_mapped() {
             "a mapped file"
         } else {

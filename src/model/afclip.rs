@@ -5,7 +5,7 @@
 use super::adaptor::Adaptor;
 use super::checkpoint::Checkpoint;
 use super::head::Head;
-use super::text::{state_text_features, STATE_SENTENCES};
+use super::text::head_text_features;
 use super::tokenizer::ClipTokenizer;
 use super::vision::VisionTower;
 use crate::backend::Backend;
@@ -112,11 +112,7 @@ impl<B: Backend> AfClip<B> {
                 cfg.text_width
             );
         }
-        let ids = STATE_SENTENCES
-            .iter()
-            .map(|s| tokenizer.encode(s))
-            .collect::<Result<Vec<_>>>()?;
-        let text_features = state_text_features(&be, cfg, &ckpt.text, &head.prompt, &ids)?;
+        let text_features = head_text_features(&be, cfg, &ckpt.text, head, tokenizer)?;
         Ok(Self {
             vision: VisionTower::upload(&be, cfg, &ckpt.vision, side, &layers)?,
             adaptor: Adaptor::upload(&be, head, &ckpt.vision, cfg.embed_dim)?,

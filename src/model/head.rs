@@ -1,8 +1,9 @@
 //! The trainable AF-CLIP head (SPEC §4–5): 12 learnable prompt vectors and the adaptor.
-//! Stored as safetensors with the official names.
+//! Stored as safetensors with the official names; a head trained with the fixed-prompt
+//! ablation says so in the file's metadata (`afclip.prompts = fixed`).
 
 use super::checkpoint::ClipConfig;
-use super::tensors::{write_f32, TensorFile};
+use super::tensors::{write_f32_with_metadata, TensorFile};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -21,6 +22,27 @@ pub const TO_K: &str = "adaptor.attention.attn.to_k.weight";
 pub const TO_V: &str = "adaptor.attention.attn.to_v.weight";
 pub const TO_OUT_W: &str = "adaptor.attention.attn.to_out.0.weight";
 pub const TO_OUT_B: &str = "adaptor.attention.attn.to_out.0.bias";
+/// Metadata key of the prompt kind: `learned` or `fixed` (absent = learned).
+pub const PROMPTS_KEY: &str = "afclip.prompts";
+
+/// Which text features score a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prompts {
+    /// The 12 learnable vectors before the state sentences (SPEC §5).
+    Learned,
+    /// The fixed sentences of the paper's Table 4 "Base" row, no learnable vectors: the head's
+    /// prompt tensor is unused and does not train.
+    Fixed,
+}
+
+impl Prompts {
+    fn name(self) -> &'static str {
+        match self {
+            Prompts::Learned => "learned",
+            Prompts::Fixed => "fixed",
+        }
+    }
+}
 
 pub struct Head {
     /// Vision width `d` the adaptor works on.
@@ -38,6 +60,7 @@ pub struct Head {
     /// `[d, 512]`
     pub to_out_w: Vec<f32>,
     pub to_out_b: Vec<f32>,
+    pub prompts: Prompts,
 }
 
 impl Head {
@@ -65,9 +88,18 @@ impl Head {
                 );
             }
         }
+        let prompts = match file.metadata(PROMPTS_KEY).as_deref() {
+            None | Some("learned") => Prompts::Learned,
+            Some("fixed") => Prompts::Fixed,
+            Some(other) => bail!(
+                "{}: metadata {PROMPTS_KEY} is {other:?}, expected \"learned\" or \"fixed\"",
+                path.display()
+            ),
+        };
         Ok(Self {
             width: d,
             text_width: t,
+            prompts,
             prompt: file.read(PROMPT, &[1, PROMPT_LEN, t])?,
             norm_w: file.read(NORM_W, &[d])?,
             norm_b: file.read(NORM_B, &[d])?,
@@ -106,7 +138,26 @@ impl Head {
             to_v,
             to_out_w,
             to_out_b,
+            prompts: Prompts::Learned,
         }
+    }
+
+    /// Applies `--fixed-prompts` (`fixed`) to this head, loaded from `file` (`None`: a fresh
+    /// head). A head file is scored with the prompts it was trained with, whatever the flag
+    /// says, except that the flag on a file trained with learnable prompts is an error: it would
+    /// throw away the trained prompt. On a fresh head the flag selects the fixed prompts.
+    pub fn select_prompts(&mut self, fixed: bool, file: Option<&Path>) -> Result<()> {
+        match (fixed, self.prompts, file) {
+            (true, Prompts::Learned, Some(path)) => bail!(
+                "{}: this head was trained with learnable prompts (no {PROMPTS_KEY} = fixed in \
+                 its metadata); --fixed-prompts would discard its trained prompt. Drop the \
+                 flag, or use a head trained with `afclip train --fixed-prompts`",
+                path.display()
+            ),
+            (true, _, _) => self.prompts = Prompts::Fixed,
+            (false, _, _) => {}
+        }
+        Ok(())
     }
 
     /// Trainable parameters: 2,109,440 for ViT-L (SPEC §4).
@@ -123,7 +174,7 @@ impl Head {
 
     pub fn save(&self, path: &Path) -> Result<()> {
         let (d, t) = (self.width, self.text_width);
-        write_f32(
+        write_f32_with_metadata(
             path,
             &[
                 (PROMPT.into(), vec![1, PROMPT_LEN, t], &self.prompt),
@@ -135,6 +186,7 @@ impl Head {
                 (TO_OUT_W.into(), vec![d, ADAPTOR_INNER], &self.to_out_w),
                 (TO_OUT_B.into(), vec![d], &self.to_out_b),
             ],
+            &[(PROMPTS_KEY, self.prompts.name())],
         )
     }
 }

@@ -16,11 +16,13 @@ pub enum HeadSource {
     Seed(u64),
 }
 
+/// `fixed_prompts`: `--fixed-prompts`, applied by [`Head::select_prompts`].
 pub fn load_afclip<B: Backend>(
     be: B,
     model_dir: &Path,
     weights: Option<&Path>,
     head: &HeadSource,
+    fixed_prompts: bool,
     opts: &ModelOptions,
 ) -> Result<AfClip<B>> {
     if !model_dir.is_dir() {
@@ -31,10 +33,11 @@ pub fn load_afclip<B: Backend>(
     }
     let path = find_weights(model_dir, weights)?;
     let ckpt = Checkpoint::load(&path)?;
-    let head = match head {
-        HeadSource::File(p) => Head::load(p, &ckpt.config)?,
-        HeadSource::Seed(s) => Head::init(&ckpt.config, *s),
+    let (mut head, file) = match head {
+        HeadSource::File(p) => (Head::load(p, &ckpt.config)?, Some(p.as_path())),
+        HeadSource::Seed(s) => (Head::init(&ckpt.config, *s), None),
     };
+    head.select_prompts(fixed_prompts, file)?;
     let tokenizer = ClipTokenizer::from_model_dir(model_dir)?;
     AfClip::new(be, &ckpt, &head, &tokenizer, opts)
         .with_context(|| format!("cannot build AF-CLIP from {}", path.display()))

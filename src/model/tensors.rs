@@ -51,6 +51,12 @@ impl TensorFile {
         self.view().tensor(name).is_ok()
     }
 
+    /// The value of `key` in the file's `__metadata__`, if present.
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        let (_, meta) = SafeTensors::read_metadata(&self.mmap).ok()?;
+        meta.metadata().as_ref()?.get(key).cloned()
+    }
+
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
         self.view().tensor(name).ok().map(|t| t.shape().to_vec())
     }
@@ -111,6 +117,15 @@ impl TensorFile {
 
 /// Writes `f32` tensors to a safetensors file (names sorted by the format).
 pub fn write_f32(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<()> {
+    write_f32_with_metadata(path, tensors, &[])
+}
+
+/// [`write_f32`] with `(key, value)` pairs in the file's `__metadata__`.
+pub fn write_f32_with_metadata(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, &[f32])],
+    metadata: &[(&str, &str)],
+) -> Result<()> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
@@ -125,7 +140,13 @@ pub fn write_f32(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Resul
         })
         .collect::<Result<_>>()?;
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, &None, &tmp)
+    let metadata = (!metadata.is_empty()).then(|| {
+        metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    });
+    safetensors::serialize_to_file(views, &metadata, &tmp)
         .map_err(|e| anyhow!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))

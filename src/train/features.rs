@@ -1,8 +1,9 @@
 //! The frozen-vision feature cache (SPEC §8): CLIP is frozen and preprocessing deterministic,
-//! so each training image's feature-layer outputs (`layers x (1 + g²) x d` f32) and its
+//! so each training image's feature-layer outputs (`layers x (1 + g²) x d`) and its
 //! downsampled mask are computed once, the first time a batch needs them, and reused by every
-//! later epoch. Features live in RAM when they fit the budget, otherwise in a memory-mapped
-//! scratch file (deleted when the cache is dropped).
+//! later epoch. Features are stored as little-endian f32 (exact) or f16 (half the bytes,
+//! rounded to nearest: relative error ≤ 2⁻¹¹), in RAM when they fit the budget, otherwise in a
+//! memory-mapped scratch file (deleted when the cache is dropped). Batches read back f32.
 
 use super::losses::downsample_mask;
 use super::step::Batch;
@@ -11,7 +12,8 @@ use crate::data::pipeline::ordered_map;
 use crate::data::preprocess::{load_image, load_mask};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::vision::VisionTower;
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use half::f16;
 use memmap2::MmapMut;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -27,8 +29,31 @@ pub struct TrainSample {
     pub binarise_mask: bool,
 }
 
+/// How cached features are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CachePrecision {
+    F32,
+    F16,
+}
+
+impl CachePrecision {
+    pub fn bytes(self) -> usize {
+        match self {
+            CachePrecision::F32 => 4,
+            CachePrecision::F16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CachePrecision::F32 => "f32",
+            CachePrecision::F16 => "f16",
+        }
+    }
+}
+
 enum Store {
-    Ram(Vec<f32>),
+    Ram(Vec<u8>),
     Mapped {
         map: MmapMut,
         _file: File,
@@ -44,6 +69,7 @@ pub struct FeatureCache<B: Backend> {
     layers: usize,
     /// Values per image and layer: `(1 + g²)·d`.
     per_layer: usize,
+    precision: CachePrecision,
     store: Store,
     /// `[g²]` per image once computed.
     masks: Vec<Option<Vec<f32>>>,
@@ -52,8 +78,9 @@ pub struct FeatureCache<B: Backend> {
 }
 
 impl<B: Backend> FeatureCache<B> {
-    /// A cache for `samples` at image size `side`. Features take `samples·layers·(1+g²)·d·4`
-    /// bytes: in RAM up to `ram_budget` bytes, else in a scratch file under `spill_dir`.
+    /// A cache for `samples` at image size `side`, stored as f32. Features take
+    /// `samples·layers·(1+g²)·d·4` bytes: in RAM up to `ram_budget` bytes, else in a scratch
+    /// file under `spill_dir`.
     pub fn new(
         be: &B,
         ckpt: &Checkpoint,
@@ -63,17 +90,45 @@ impl<B: Backend> FeatureCache<B> {
         ram_budget: u64,
         spill_dir: &Path,
     ) -> Result<Self> {
+        Self::with_precision(
+            be,
+            ckpt,
+            samples,
+            side,
+            layers,
+            ram_budget,
+            spill_dir,
+            CachePrecision::F32,
+        )
+    }
+
+    /// [`FeatureCache::new`] storing `precision.bytes()` bytes per value.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_precision(
+        be: &B,
+        ckpt: &Checkpoint,
+        samples: Vec<TrainSample>,
+        side: usize,
+        layers: &[usize],
+        ram_budget: u64,
+        spill_dir: &Path,
+        precision: CachePrecision,
+    ) -> Result<Self> {
         let cfg = &ckpt.config;
         let grid = side / cfg.patch;
         let per_layer = (1 + grid * grid) * cfg.vision_width;
         let total = samples.len() * layers.len() * per_layer;
-        let bytes = total as u64 * 4;
+        let bytes = total as u64 * precision.bytes() as u64;
         let store = if bytes <= ram_budget {
-            Store::Ram(vec![0f32; total])
+            Store::Ram(vec![0u8; bytes as usize])
         } else {
             std::fs::create_dir_all(spill_dir)
                 .with_context(|| format!("cannot create {}", spill_dir.display()))?;
-            let path = spill_dir.join(format!("afclip-features-{}.f32", std::process::id()));
+            let path = spill_dir.join(format!(
+                "afclip-features-{}.{}",
+                std::process::id(),
+                precision.name()
+            ));
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -101,6 +156,7 @@ impl<B: Backend> FeatureCache<B> {
             grid,
             layers: layers.len(),
             per_layer,
+            precision,
             store,
             computed: 0,
         })
@@ -119,31 +175,78 @@ impl<B: Backend> FeatureCache<B> {
         matches!(self.store, Store::Mapped { .. })
     }
 
+    pub fn precision(&self) -> CachePrecision {
+        self.precision
+    }
+
+    /// Bytes the stored features take (RAM or file).
+    pub fn bytes(&self) -> usize {
+        self.bytes_of().len()
+    }
+
+    fn bytes_of(&self) -> &[u8] {
+        match &self.store {
+            Store::Ram(v) => v,
+            Store::Mapped { map, .. } => map,
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.store {
+            Store::Ram(v) => v,
+            Store::Mapped { map, .. } => map,
+        }
+    }
+
     fn per_image(&self) -> usize {
         self.layers * self.per_layer
     }
 
-    fn write(&mut self, index: usize, layer: usize, values: &[f32]) {
-        let start = index * self.per_image() + layer * self.per_layer;
-        match &mut self.store {
-            Store::Ram(v) => v[start..start + values.len()].copy_from_slice(values),
-            Store::Mapped { map, .. } => {
-                let bytes = &mut map[start * 4..(start + values.len()) * 4];
+    /// Stores `values` as image `index`'s `layer`; with f16 a value beyond f16's range is an
+    /// error rather than an infinity.
+    fn write(&mut self, index: usize, layer: usize, values: &[f32]) -> Result<()> {
+        let w = self.precision.bytes();
+        let start = (index * self.per_image() + layer * self.per_layer) * w;
+        let precision = self.precision;
+        let bytes = &mut self.bytes_mut()[start..start + values.len() * w];
+        match precision {
+            CachePrecision::F32 => {
                 for (dst, v) in bytes.chunks_exact_mut(4).zip(values) {
                     dst.copy_from_slice(&v.to_le_bytes());
                 }
             }
+            CachePrecision::F16 => {
+                for (dst, &v) in bytes.chunks_exact_mut(2).zip(values) {
+                    let h = f16::from_f32(v);
+                    if !h.is_finite() {
+                        bail!(
+                            "feature value {v} (layer {}) is outside the f16 range of ±{}: \
+                             use --cache-precision f32",
+                            layer + 1,
+                            f16::MAX
+                        );
+                    }
+                    dst.copy_from_slice(&h.to_le_bytes());
+                }
+            }
         }
+        Ok(())
     }
 
     fn read(&self, index: usize, layer: usize, out: &mut Vec<f32>) {
-        let start = index * self.per_image() + layer * self.per_layer;
-        match &self.store {
-            Store::Ram(v) => out.extend_from_slice(&v[start..start + self.per_layer]),
-            Store::Mapped { map, .. } => out.extend(
-                map[start * 4..(start + self.per_layer) * 4]
+        let w = self.precision.bytes();
+        let start = (index * self.per_image() + layer * self.per_layer) * w;
+        let bytes = &self.bytes_of()[start..start + self.per_layer * w];
+        match self.precision {
+            CachePrecision::F32 => out.extend(
+                bytes
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            CachePrecision::F16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
             ),
         }
     }
@@ -197,7 +300,8 @@ impl<B: Backend> FeatureCache<B> {
                     i,
                     layer,
                     &host[k * self.per_layer..(k + 1) * self.per_layer],
-                );
+                )
+                .with_context(|| format!("feature cache: {}", self.samples[i].path.display()))?;
             }
         }
         for (&i, m) in missing.iter().zip(masks) {

@@ -57,5 +57,6 @@ pub fn zeros_like(like: &Head) -> Head {
         to_v: z(&like.to_v),
         to_out_w: z(&like.to_out_w),
         to_out_b: z(&like.to_out_b),
+        prompts: like.prompts,
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! The backward runs the chain in reverse: `dS` (shared by the 12 sets, whose logits are
 //! summed), then per set `dz` (scores + alignment) → adaptor gradients and `dt`, then the text
-//! tower down to `dP`. Activations of all 12 sets are kept between the two passes.
+//! tower down to `dP`. Activations of all 12 sets are kept between the two passes. With fixed
+//! prompts the text features are computed once, when the model is built, and `dP = 0`.
 
 use super::adaptor::{AdaptorActs, AdaptorParams, PostProj};
 use super::losses::{focal_loss, l1_loss, PatchAlignment};
@@ -19,8 +20,8 @@ use super::text::TrainText;
 use crate::backend::Backend;
 use crate::model::afclip::{AGGREGATION_SIGMA, TEMPERATURE, WINDOWS};
 use crate::model::checkpoint::Checkpoint;
-use crate::model::head::{Head, ADAPTOR_INNER};
-use crate::model::text::STATE_SENTENCES;
+use crate::model::head::{Head, Prompts, ADAPTOR_INNER, PROMPT_LEN};
+use crate::model::text::sentence_ids;
 use crate::model::tokenizer::ClipTokenizer;
 use anyhow::{ensure, Result};
 
@@ -37,6 +38,9 @@ pub struct StepOptions {
     pub align_weight: f64,
     /// `false` = the "no adaptor" ablation: `z = ln_post(c) projᵀ`, only the prompt trains.
     pub adaptor: bool,
+    /// `Fixed`: the fixed-prompt ablation; the text features are constant, only the adaptor
+    /// trains. Must match the head's [`Head::prompts`].
+    pub prompts: Prompts,
 }
 
 impl Default for StepOptions {
@@ -45,6 +49,7 @@ impl Default for StepOptions {
             windows: WINDOWS.to_vec(),
             align_weight: LAMBDA_ALIGN,
             adaptor: true,
+            prompts: Prompts::Learned,
         }
     }
 }
@@ -79,11 +84,17 @@ pub struct StepOutput {
 /// The frozen parts of the model a step needs.
 pub struct TrainModel<B: Backend> {
     be: B,
-    text: TrainText<B>,
+    text: TextSide<B>,
     post: PostProj<B>,
     width: usize,
     grid: usize,
     opts: StepOptions,
+}
+
+/// The text tower with the learnable prompt, or the constant `[2, e]` features of fixed prompts.
+enum TextSide<B: Backend> {
+    Learned(TrainText<B>),
+    Fixed(Vec<f32>),
 }
 
 /// A token set's projected tokens, with the adaptor's activations when it is used.
@@ -126,12 +137,25 @@ impl<B: Backend> TrainModel<B> {
             "aggregation windows {:?} must be odd and at least one",
             opts.windows
         );
-        let ids = STATE_SENTENCES
-            .iter()
-            .map(|s| tokenizer.encode(s))
-            .collect::<Result<Vec<_>>>()?;
+        ensure!(
+            opts.adaptor || opts.prompts == Prompts::Learned,
+            "fixed prompts without the adaptor leave nothing to train (that is the untrained \
+             Table 4 \"Base\" row: evaluate it with `eval --init-seed 0 --fixed-prompts \
+             --no-adaptor`)"
+        );
+        let ids = sentence_ids(tokenizer, opts.prompts)?;
+        let text = match opts.prompts {
+            Prompts::Learned => {
+                TextSide::Learned(TrainText::new(&be, cfg, &ckpt.text, &ids, PROMPT_LEN)?)
+            }
+            Prompts::Fixed => TextSide::Fixed(
+                TrainText::new(&be, cfg, &ckpt.text, &ids, 0)?
+                    .forward(&be, &[])?
+                    .features,
+            ),
+        };
         Ok(Self {
-            text: TrainText::new(&be, cfg, &ckpt.text, &ids)?,
+            text,
             post: PostProj::upload(&be, &ckpt.vision, cfg.vision_width, cfg.embed_dim)?,
             width: cfg.vision_width,
             grid: image_size / cfg.patch,
@@ -171,8 +195,20 @@ impl<B: Backend> TrainModel<B> {
                 f.len()
             );
         }
-        let text_acts = self.text.forward(be, &head.prompt)?;
-        let text = be.upload(&text_acts.features)?;
+        ensure!(
+            head.prompts == self.opts.prompts,
+            "training step: the head uses {:?} prompts but the model was built for {:?} prompts",
+            head.prompts,
+            self.opts.prompts
+        );
+        let (text_acts, text) = match &self.text {
+            TextSide::Learned(tower) => {
+                let acts = tower.forward(be, &head.prompt)?;
+                let text = be.upload(&acts.features)?;
+                (Some(acts), text)
+            }
+            TextSide::Fixed(features) => (None, be.upload(features)?),
+        };
         let params = AdaptorParams::upload(be, head)?;
         let n_sets = batch.features.len() * self.opts.windows.len();
         let align = self.opts.align_weight;
@@ -279,11 +315,10 @@ impl<B: Backend> TrainModel<B> {
                 params.backward(be, &self.post, acts, c, &dz, bsz, tokens, &mut grads)?;
             }
         }
-        let dtext = be.download(&dtext)?;
-        let dprompt = self.text.backward(be, &text_acts, &dtext)?;
-
         let mut out = zeros_like(head);
-        out.prompt = dprompt;
+        if let (TextSide::Learned(tower), Some(acts)) = (&self.text, &text_acts) {
+            out.prompt = tower.backward(be, acts, &be.download(&dtext)?)?;
+        }
         out.norm_w = be.download(&grads.norm_w)?;
         out.norm_b = be.download(&grads.norm_b)?;
         let qkv = be.download(&grads.qkv)?;

@@ -1,18 +1,18 @@
 //! The frozen text tower with its learnable prompt, forward with saved activations and
 //! backward down to the prompt vectors (SPEC §5, §8).
 //!
-//! Forward, per sentence `s` (rows `[ctx, t]`): `x = concat(P, E[ids])[:ctx] + pos`; per block
+//! Forward, per sentence `s` (rows `[ctx, t]`): `x = concat(P, E[ids])[:ctx] + pos` (`P`: 12
+//! learnable vectors, or none for the fixed-prompt ablation); per block
 //! `n1 = ln_1(x)`, `qkv = n1 W_inᵀ + b`, `a = attn_causal(qkv)`, `x1 = x + a W_oᵀ + b_o`,
 //! `n2 = ln_2(x1)`, `u = n2 W_fcᵀ + b_fc`, `x2 = x1 + quick_gelu(u) W_projᵀ + b_proj`; then
 //! `ln_final`, the EOT row, `y = text_projection · v`, `t_s = y / |y|`.
 //!
 //! Backward from `dt: [2, e]`: through the normalisation and projection on the host (two
 //! vectors), `ln_final`, then every block in reverse (weights frozen: input gradients only),
-//! and `dP = Σ_s dx_s[0..12]`.
+//! and `dP = Σ_s dx_s[0..p]`.
 
 use crate::backend::{Backend, Epilogue};
 use crate::model::checkpoint::{BlockWeights, ClipConfig, TextWeights};
-use crate::model::head::PROMPT_LEN;
 use crate::model::transformer::{HEAD_DIM, LN_EPS};
 use anyhow::{bail, Result};
 
@@ -86,6 +86,8 @@ pub struct TrainText<B: Backend> {
     /// `[e, t]`
     proj: Vec<f32>,
     eot: Vec<usize>,
+    /// Prompt vectors before each sentence.
+    prefix: usize,
     t: usize,
     e: usize,
     ctx: usize,
@@ -93,7 +95,14 @@ pub struct TrainText<B: Backend> {
 }
 
 impl<B: Backend> TrainText<B> {
-    pub fn new(be: &B, cfg: &ClipConfig, w: &TextWeights, ids: &[Vec<u32>]) -> Result<Self> {
+    /// `prefix` prompt vectors (12, or 0 for fixed prompts) before each sentence `ids`.
+    pub fn new(
+        be: &B,
+        cfg: &ClipConfig,
+        w: &TextWeights,
+        ids: &[Vec<u32>],
+        prefix: usize,
+    ) -> Result<Self> {
         let (t, ctx) = (cfg.text_width, cfg.context);
         let mut base = vec![0f32; ids.len() * ctx * t];
         let mut eot = Vec::with_capacity(ids.len());
@@ -111,22 +120,22 @@ impl<B: Backend> TrainText<B> {
                 .enumerate()
                 .max_by_key(|&(i, &id)| (id, std::cmp::Reverse(i)))
                 .map_or(0, |(i, _)| i);
-            if PROMPT_LEN + argmax >= ctx {
+            if prefix + argmax >= ctx {
                 bail!(
-                    "prompt of {PROMPT_LEN} vectors plus {} tokens exceeds the context of {ctx}",
+                    "prompt of {prefix} vectors plus {} tokens exceeds the context of {ctx}",
                     seq.len()
                 );
             }
-            eot.push(PROMPT_LEN + argmax);
+            eot.push(prefix + argmax);
             for (j, row) in base[s * ctx * t..(s + 1) * ctx * t]
                 .chunks_exact_mut(t)
                 .enumerate()
             {
                 let pe = &w.pos[j * t..(j + 1) * t];
-                if j < PROMPT_LEN {
+                if j < prefix {
                     row.copy_from_slice(pe);
                 } else {
-                    let id = padded[j - PROMPT_LEN] as usize;
+                    let id = padded[j - prefix] as usize;
                     let emb = &w.token_embedding[id * t..(id + 1) * t];
                     for ((o, a), b) in row.iter_mut().zip(emb).zip(pe) {
                         *o = a + b;
@@ -145,6 +154,7 @@ impl<B: Backend> TrainText<B> {
             base,
             proj: w.proj.clone(),
             eot,
+            prefix,
             t,
             e: cfg.embed_dim,
             ctx,
@@ -156,23 +166,17 @@ impl<B: Backend> TrainText<B> {
         self.eot.len()
     }
 
-    /// Text features for `prompt: [12, t]`, keeping what [`TrainText::backward`] needs.
+    /// Text features for `prompt: [p, t]`, keeping what [`TrainText::backward`] needs.
     pub fn forward(&self, be: &B, prompt: &[f32]) -> Result<TextActs<B>> {
-        let (t, ctx, n) = (self.t, self.ctx, self.sentences());
-        if prompt.len() != PROMPT_LEN * t {
-            bail!(
-                "prompt has {} values, expected [{PROMPT_LEN}, {t}]",
-                prompt.len()
-            );
+        let (t, ctx, n, p) = (self.t, self.ctx, self.sentences(), self.prefix);
+        if prompt.len() != p * t {
+            bail!("prompt has {} values, expected [{p}, {t}]", prompt.len());
         }
         let mut x0 = self.base.clone();
         for s in 0..n {
-            for (o, p) in x0[s * ctx * t..s * ctx * t + PROMPT_LEN * t]
-                .iter_mut()
-                .zip(prompt)
-            {
+            for (o, v) in x0[s * ctx * t..s * ctx * t + p * t].iter_mut().zip(prompt) {
                 // The base row holds the position embedding.
-                *o += p;
+                *o += v;
             }
         }
         let rows = n * ctx;
@@ -257,7 +261,7 @@ impl<B: Backend> TrainText<B> {
         })
     }
 
-    /// `∂L/∂prompt` `[12, t]` from `dfeatures = ∂L/∂features` `[2, e]`.
+    /// `∂L/∂prompt` `[p, t]` from `dfeatures = ∂L/∂features` `[2, e]`.
     pub fn backward(&self, be: &B, acts: &TextActs<B>, dfeatures: &[f32]) -> Result<Vec<f32>> {
         let (t, e, ctx, n) = (self.t, self.e, self.ctx, self.sentences());
         let rows = n * ctx;
@@ -335,11 +339,12 @@ impl<B: Backend> TrainText<B> {
             be.layer_norm_backward(Some(&mut dx), None, &dn, &a.x, &b.ln1_w, rows, t, LN_EPS)?;
         }
         let dx = be.download(&dx)?;
-        let mut dprompt = vec![0f32; PROMPT_LEN * t];
+        let p = self.prefix;
+        let mut dprompt = vec![0f32; p * t];
         for s in 0..n {
             for (o, &d) in dprompt
                 .iter_mut()
-                .zip(&dx[s * ctx * t..s * ctx * t + PROMPT_LEN * t])
+                .zip(&dx[s * ctx * t..s * ctx * t + p * t])
             {
                 *o += d;
             }

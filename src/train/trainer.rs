@@ -128,7 +128,11 @@ pub fn train<B: Backend>(
     let ckpt = checkpoint_path(&cfg.out);
     let (mut adam, first_epoch) = if cfg.resume && ckpt.is_file() {
         let (h, adam, done) = load_checkpoint(&ckpt, clip, cfg.lr)?;
-        *head = h;
+        // The checkpoint holds tensors only; the prompt kind is the run's.
+        *head = Head {
+            prompts: head.prompts,
+            ..h
+        };
         eprintln!(
             "resuming from {} after epoch {done} (step {})",
             ckpt.display(),
