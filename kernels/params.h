@@ -70,6 +70,14 @@ typedef struct MapsParams {
     int radius; /* Gaussian radius; the half kernel has radius + 1 weights */
 } MapsParams;
 
+/* normalize_rgb (preprocess.cu): rgb [batch, height, width, 3] u8 -> images [batch, 3,
+ * height, width] f32 */
+typedef struct PreprocessParams {
+    int batch;
+    int height;
+    int width;
+} PreprocessParams;
+
 /* f32 -> bf16 conversion (gemm.cu) */
 typedef struct ConvertParams {
     long long n;

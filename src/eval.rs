@@ -4,7 +4,7 @@
 use crate::data::decode::{decode_rgb, Pixels};
 use crate::data::layouts::{Category, DatasetInfo, Sample};
 use crate::data::pipeline::ordered_map;
-use crate::data::preprocess::load_image;
+use crate::data::preprocess::load_rgb;
 use crate::data::resize::resize_bicubic;
 use crate::metrics::pixel::{pixel_metrics, PixelImage};
 use crate::metrics::ranking::image_metrics;
@@ -12,13 +12,13 @@ use crate::metrics::report::CategoryMetrics;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-/// Scores `batch` normalised images `[batch, 3, S, S]`: image scores `[batch]` and, when
-/// `with_maps`, final maps `[batch, S, S]`.
+/// Scores `batch` resized RGB images `[batch, S, S, 3]` (normalised by the backend): image
+/// scores `[batch]` and, when `with_maps`, final maps `[batch, S, S]`.
 pub trait BatchScorer {
     fn image_size(&self) -> usize;
     fn score_batch(
         &mut self,
-        pixels: &[f32],
+        rgb: &[u8],
         batch: usize,
         with_maps: bool,
     ) -> Result<(Vec<f32>, Vec<f32>)>;
@@ -39,7 +39,8 @@ pub struct CategoryResult {
 }
 
 struct Loaded {
-    pixels: Vec<f32>,
+    /// `[S, S, 3]` resized RGB bytes.
+    rgb: Vec<u8>,
     /// Binarised (`> 0.5`) mask, all zero for a normal image; empty when masks are not used.
     mask: Vec<u8>,
     /// Something worth telling about this sample that did not stop it (a resized mask).
@@ -47,17 +48,13 @@ struct Loaded {
 }
 
 fn load_sample(s: &Sample, side: usize, with_masks: bool) -> Result<Loaded> {
-    let pixels = load_image(&s.path, side)?.tensor;
+    let rgb = load_rgb(&s.path, side)?.data;
     let (mask, warning) = match (&s.mask, with_masks) {
         (_, false) => (Vec::new(), None),
         (None, true) => (vec![0; side * side], None),
         (Some(m), true) => read_mask(m, &s.path, side, s.binarise_mask)?,
     };
-    Ok(Loaded {
-        pixels,
-        mask,
-        warning,
-    })
+    Ok(Loaded { rgb, mask, warning })
 }
 
 /// A ground-truth mask per SPEC §1 (grey, bicubic to `side`, `/255`, then `> 0.5`) under the
@@ -140,11 +137,11 @@ pub fn evaluate_category(
             return Ok(());
         }
         let n = pending.len();
-        let mut px = Vec::with_capacity(n * 3 * side * side);
+        let mut rgb = Vec::with_capacity(n * side * side * 3);
         pending
             .iter()
-            .for_each(|(_, l)| px.extend_from_slice(&l.pixels));
-        let (image, batch_maps) = scorer.score_batch(&px, n, with_masks)?;
+            .for_each(|(_, l)| rgb.extend_from_slice(&l.rgb));
+        let (image, batch_maps) = scorer.score_batch(&rgb, n, with_masks)?;
         maps.extend_from_slice(&batch_maps);
         for ((row, loaded), &score) in pending.drain(..).zip(&image) {
             rows[row].score = Some(score);
@@ -219,11 +216,11 @@ impl<B: crate::backend::Backend> BatchScorer for crate::model::afclip::AfClip<B>
 
     fn score_batch(
         &mut self,
-        pixels: &[f32],
+        rgb: &[u8],
         batch: usize,
         with_maps: bool,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let out = self.score(pixels, batch, with_maps)?;
+        let out = self.score(crate::model::vision::Images::Rgb(rgb), batch, with_maps)?;
         Ok((out.image, out.maps))
     }
 }

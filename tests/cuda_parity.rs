@@ -695,3 +695,134 @@ mod parity {
         assert!(format!("{err:#}").contains("attention"), "{err:#}");
     }
 }
+
+/// The batch feed: `upload_rgb` (pinned staging, the copy stream, `normalize_rgb`) and the
+/// pinned, chunked `download`, against the CPU twin. Both must be bit-identical (the kernel
+/// reads the CPU twin's own table), so these compare bits, not an error norm.
+#[cfg(feature = "cuda")]
+mod feed {
+    use afclip::backend::cpu::CpuBackend;
+    use afclip::backend::cuda::{probe, CudaBackend, Precision};
+    use afclip::backend::Backend;
+    use afclip::rng::Rng;
+
+    fn gpu(test: &str) -> Option<CudaBackend> {
+        if let Err(e) = probe() {
+            eprintln!("{test}: skipped: {e:#}");
+            return None;
+        }
+        Some(CudaBackend::new(0, Precision::F32).expect("a CUDA GPU is present"))
+    }
+
+    fn bytes(seed: u64, n: usize) -> Vec<u8> {
+        let mut rng = Rng::new(seed);
+        (0..n).map(|_| (rng.next_u64() >> 56) as u8).collect()
+    }
+
+    fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+        let bad = got
+            .iter()
+            .zip(want)
+            .position(|(g, w)| g.to_bits() != w.to_bits());
+        assert!(
+            bad.is_none(),
+            "{what}: value {} differs: gpu {} cpu {}",
+            bad.unwrap_or(0),
+            got[bad.unwrap_or(0)],
+            want[bad.unwrap_or(0)]
+        );
+    }
+
+    #[test]
+    fn upload_rgb_is_bit_identical() {
+        let Some(g) = gpu("upload_rgb") else {
+            return;
+        };
+        let c = CpuBackend::new(None).expect("cpu backend");
+        // Growing, shrinking and growing again: the staging buffers are reused and regrown.
+        for (seed, (batch, height, width)) in [
+            (1, 518, 518),
+            (4, 224, 224),
+            (1, 5, 7),
+            (8, 518, 518),
+            (3, 1, 1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let rgb = bytes(seed as u64, batch * height * width * 3);
+            let want = c.upload_rgb(&rgb, batch, height, width).unwrap();
+            let got = g.upload_rgb(&rgb, batch, height, width).unwrap();
+            assert_eq!(g.buf_len(&got), batch * 3 * height * width);
+            assert_bits(
+                &format!("upload_rgb {batch}x{height}x{width}"),
+                &g.download(&got).unwrap(),
+                &want,
+            );
+        }
+        // Every byte value in every channel.
+        let all: Vec<u8> = (0..=255u8).flat_map(|v| [v, 255 - v, v ^ 0x5a]).collect();
+        assert_bits(
+            "upload_rgb all values",
+            &g.download(&g.upload_rgb(&all, 1, 16, 16).unwrap()).unwrap(),
+            &c.upload_rgb(&all, 1, 16, 16).unwrap(),
+        );
+        assert!(
+            g.upload_rgb(&all, 2, 16, 16).is_err(),
+            "a short batch must be refused"
+        );
+        assert_eq!(g.buf_len(&g.upload_rgb(&[], 0, 16, 16).unwrap()), 0);
+    }
+
+    /// Batches queued back to back (the next copy reuses the device bytes while the previous
+    /// batch may still be reading them), from a feeding thread, while the compute stream is
+    /// busy with GEMMs, then all read back: each must still hold its own images.
+    #[test]
+    fn fed_batches_stay_apart_under_load() {
+        let Some(g) = gpu("upload_rgb under load") else {
+            return;
+        };
+        let c = CpuBackend::new(None).expect("cpu backend");
+        let (batch, side, n) = (2, 336, 6);
+        let inputs: Vec<Vec<u8>> = (0..n)
+            .map(|k| bytes(100 + k as u64, batch * side * side * 3))
+            .collect();
+        let dim = 2048;
+        let a = g.upload(&vec![0.5; dim * dim]).unwrap();
+        let mut prod = g.zeros(dim * dim).unwrap();
+        let fed = std::thread::scope(|s| {
+            let feeder = s.spawn(|| {
+                inputs
+                    .iter()
+                    .map(|rgb| g.upload_rgb(rgb, batch, side, side).unwrap())
+                    .collect::<Vec<_>>()
+            });
+            for _ in 0..8 {
+                g.matmul(&mut prod, &a, &a, (dim, dim, dim), false, false, false)
+                    .unwrap();
+            }
+            feeder.join().expect("feeder thread")
+        });
+        for (k, (buf, rgb)) in fed.iter().zip(&inputs).enumerate() {
+            let want = c.upload_rgb(rgb, batch, side, side).unwrap();
+            assert_bits(&format!("fed batch {k}"), &g.download(buf).unwrap(), &want);
+        }
+        let p = g.download(&prod).unwrap();
+        assert!(p.iter().all(|&v| v == 0.25 * dim as f32), "the GEMMs ran");
+    }
+
+    #[test]
+    fn download_in_chunks_is_exact() {
+        let Some(g) = gpu("download") else {
+            return;
+        };
+        // Over two pinned chunks (4 Mi values each) and an odd tail; then a small one.
+        for n in [9 * (1 << 20) + 3, 1000, 1] {
+            let host: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 7.0).collect();
+            let back = g.download(&g.upload(&host).unwrap()).unwrap();
+            assert_bits(&format!("download {n}"), &back, &host);
+        }
+        assert!(g.download(&g.zeros(0).unwrap()).unwrap().is_empty());
+    }
+}

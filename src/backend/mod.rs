@@ -25,8 +25,8 @@ pub enum Epilogue {
 }
 
 pub trait Backend: Send + Sync {
-    /// A dense `f32` buffer in the backend's memory.
-    type Buf: Send + Sync;
+    /// A dense `f32` buffer in the backend's memory (owned: no borrowed data inside).
+    type Buf: Send + Sync + 'static;
     /// A weight matrix in torch `Linear` layout `[out, in]`, prepared for [`Backend::linear`].
     type Mat: Send + Sync;
 
@@ -40,6 +40,18 @@ pub trait Backend: Send + Sync {
     }
 
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
+    /// CLIP input normalisation (SPEC §1) on the way in: `rgb: [batch, height, width, 3]`
+    /// resized RGB bytes on the host become `images: [batch, 3, height, width]`,
+    /// `images[b, c, y, x] = (rgb[b, y, x, c] / 255 − mean[c]) / std[c]`, bit for bit as
+    /// [`crate::data::preprocess::normalize_rgb`]. A quarter of the bytes of [`Backend::upload`]
+    /// cross to the device.
+    fn upload_rgb(
+        &self,
+        rgb: &[u8],
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Self::Buf>;
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     fn buf_len(&self, buf: &Self::Buf) -> usize;

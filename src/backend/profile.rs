@@ -65,6 +65,17 @@ impl<B: Backend> Backend for Profiled<B> {
     fn upload(&self, host: &[f32]) -> Result<Self::Buf> {
         self.time("upload", 0.0, || self.inner.upload(host))
     }
+    fn upload_rgb(
+        &self,
+        rgb: &[u8],
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Self::Buf> {
+        self.time("upload_rgb", 0.0, || {
+            self.inner.upload_rgb(rgb, batch, height, width)
+        })
+    }
     fn zeros(&self, len: usize) -> Result<Self::Buf> {
         self.time("zeros", 0.0, || self.inner.zeros(len))
     }

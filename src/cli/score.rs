@@ -4,20 +4,23 @@
 //! Flow: a lazy folder walk (scoring starts at once) → `--shard` filter → the ordered decode
 //! pipeline (rayon pool, bounded) → groups of `--batch-size` decodable images → one model per
 //! `--devices` entry, groups dealt round-robin and collected back in order → the crash-safe
-//! result writer (`crate::archive`), which checkpoints and supports `--resume`.
+//! result writer (`crate::archive`), which checkpoints and supports `--resume`. Each model has
+//! a feeder thread that hands the next group's resized RGB bytes to the backend
+//! (`AfClip::upload_rgb`: normalised on the device, copied on its own stream) while the
+//! model's scoring thread computes the current group.
 
 use super::common::{BackendArgs, Device, ModelArgs};
 use crate::archive::journal::{chain, Checkpoint, Opened, ResultWriter, EMPTY_HASH};
 use crate::archive::{fingerprint, Format, Shard};
 use crate::data::cache::Cache;
-use crate::data::decode::decode_rgb;
+use crate::data::decode::{decode_rgb, Pixels};
 use crate::data::inputs::{walk_inputs, Input};
 use crate::data::pipeline::{ordered_map, ImageLoader, DEFAULT_MAX_PIXELS};
-use crate::data::preprocess::PreparedImage;
 use crate::data::resize::resize_bicubic;
 use crate::fewshot::bank::Bank;
 use crate::fewshot::scorer::{FewShot, DEFAULT_ALPHA};
 use crate::model::afclip::AfClip;
+use crate::model::vision::Images;
 use crate::output::heatmap::overlay;
 use crate::output::top::{best_rows, read_index, thumbnail_name, write_report, Entry, TOP_DIR};
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -94,7 +97,7 @@ pub struct Args {
     pub inputs: Vec<PathBuf>,
 }
 
-type Loaded = (Input, Result<PreparedImage>);
+type Loaded = (Input, Result<Pixels>);
 /// One device's queue of groups and its results, in order.
 type Lane = (Sender<Vec<Loaded>>, Receiver<Result<Scored>>);
 
@@ -284,7 +287,7 @@ impl Run<'_> {
             move |input: &Input| {
                 let result = match &input.problem {
                     Some(p) => Err(anyhow!("{p}")),
-                    None => worker_loader.load(&input.path),
+                    None => worker_loader.load_resized(&input.path),
                 };
                 (input.clone(), result)
             },
@@ -295,11 +298,20 @@ impl Run<'_> {
             let mut lanes: Vec<Lane> = Vec::new();
             for model in &scorers {
                 let (job_tx, job_rx) = bounded::<Vec<Loaded>>(1);
+                let (staged_tx, staged_rx) = bounded::<Result<Staged<B>>>(1);
                 let (res_tx, res_rx) = bounded::<Result<Scored>>(1);
                 let outputs = &outputs;
                 scope.spawn(move || {
                     for group in job_rx.iter() {
-                        if res_tx.send(score_group(model, group, outputs)).is_err() {
+                        if staged_tx.send(stage_group(model.model(), group)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                scope.spawn(move || {
+                    for staged in staged_rx.iter() {
+                        let scored = staged.and_then(|s| score_group(model, s, outputs));
+                        if res_tx.send(scored).is_err() {
                             return;
                         }
                     }
@@ -343,7 +355,8 @@ impl Run<'_> {
                     group.push(item);
                 }
                 if ready == args.batch_size || (end && !group.is_empty()) {
-                    if sent - received == lanes.len() {
+                    // Two groups in flight per model: one computing, the next being fed.
+                    if sent - received == 2 * lanes.len() {
                         collect(&mut received)?;
                     }
                     lanes[sent % lanes.len()]
@@ -400,10 +413,15 @@ impl<B: crate::backend::Backend> Scorer<'_, B> {
     }
 
     /// Image scores `[batch]` and, when asked, final maps `[batch, S, S]`.
-    fn score(&self, pixels: &[f32], batch: usize, with_maps: bool) -> Result<(Vec<f32>, Vec<f32>)> {
+    fn score(
+        &self,
+        images: Images<'_, B>,
+        batch: usize,
+        with_maps: bool,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         match self {
-            Scorer::ZeroShot(m) => m.score(pixels, batch, with_maps).map(|s| (s.image, s.maps)),
-            Scorer::FewShot(f) => f.score(pixels, batch, with_maps).map(|s| (s.image, s.maps)),
+            Scorer::ZeroShot(m) => m.score(images, batch, with_maps).map(|s| (s.image, s.maps)),
+            Scorer::FewShot(f) => f.score(images, batch, with_maps).map(|s| (s.image, s.maps)),
         }
     }
 }
@@ -453,33 +471,52 @@ fn count_in_background(inputs: &[PathBuf], shard: Shard, from: u64, total: Arc<A
     });
 }
 
-/// Scores the decodable images of `group` in one batch; writes their maps and masks.
+/// A group whose decodable images are already in the backend's memory, normalised
+/// (`[batch, 3, S, S]`; `None` when none decoded).
+struct Staged<B: crate::backend::Backend> {
+    group: Vec<Loaded>,
+    pixels: Option<B::Buf>,
+}
+
+/// Hands the decodable images of `group` to the backend as one batch.
+fn stage_group<B: crate::backend::Backend>(
+    model: &AfClip<B>,
+    group: Vec<Loaded>,
+) -> Result<Staged<B>> {
+    let good: Vec<&Pixels> = group.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
+    let pixels = if good.is_empty() {
+        None
+    } else {
+        let mut rgb = Vec::with_capacity(good.iter().map(|p| p.data.len()).sum());
+        good.iter().for_each(|p| rgb.extend_from_slice(&p.data));
+        Some(model.upload_rgb(&rgb, good.len())?)
+    };
+    Ok(Staged { group, pixels })
+}
+
+/// Scores a staged group in one batch; writes the maps and masks of its images.
 fn score_group<B: crate::backend::Backend>(
     scorer: &Scorer<'_, B>,
-    group: Vec<Loaded>,
+    staged: Staged<B>,
     out: &Outputs,
 ) -> Result<Scored> {
     let s = scorer.model().image_size();
-    let good: Vec<&PreparedImage> = group.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
-    let batch = good.len();
-    let scores = if batch > 0 {
-        let mut pixels = Vec::with_capacity(batch * 3 * s * s);
-        good.iter()
-            .for_each(|p| pixels.extend_from_slice(&p.tensor));
-        Some(scorer.score(&pixels, batch, out.with_maps())?)
-    } else {
-        None
+    let Staged { group, pixels } = staged;
+    let batch = group.iter().filter(|(_, r)| r.is_ok()).count();
+    let scores = match &pixels {
+        Some(px) => Some(scorer.score(Images::Resident(px), batch, out.with_maps())?),
+        None => None,
     };
     let mut rows = Vec::with_capacity(group.len());
     let mut files = Vec::new();
     let mut k = 0;
     for (input, result) in group {
         match result {
-            Ok(prepared) => {
+            Ok(resized) => {
                 let scores = scores.as_ref().expect("a batch ran for good images");
                 if out.with_maps() {
                     let map = &scores.1[k * s * s..(k + 1) * s * s];
-                    write_map(out, input.stem(), map, &prepared, s, &mut files)?;
+                    write_map(out, input.stem(), map, &resized, s, &mut files)?;
                 }
                 rows.push((input, Ok(scores.0[k])));
                 k += 1;
@@ -497,7 +534,7 @@ fn write_map(
     out: &Outputs,
     stem: &str,
     map: &[f32],
-    prepared: &PreparedImage,
+    resized: &Pixels,
     side: usize,
     files: &mut Vec<PathBuf>,
 ) -> Result<()> {
@@ -522,10 +559,7 @@ fn write_map(
                 let mask: Vec<u8> = map.iter().map(|&v| if v > t { 255 } else { 0 }).collect();
                 (Some(mask), image::ExtendedColorType::L8)
             }
-            (_, "png") => (
-                Some(overlay(&prepared.resized, map)),
-                image::ExtendedColorType::Rgb8,
-            ),
+            (_, "png") => (Some(overlay(resized, map)), image::ExtendedColorType::Rgb8),
             _ => (None, image::ExtendedColorType::L8),
         };
         match bytes {

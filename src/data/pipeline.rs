@@ -6,10 +6,14 @@
 //! (a sliding window, not lock-step chunks).
 //!
 //! Also the image loader used by `score`: the bad-input checks (file name, symlinks, extension
-//! vs content, pixel limit), the optional decoded cache, then decode + resize + normalise.
+//! vs content, pixel limit), the optional decoded cache, then decode + resize
+//! ([`ImageLoader::load_resized`]: `score` hands these bytes to the model, which normalises them
+//! in the backend on the way in, `Backend::upload_rgb`, so a quarter of the bytes cross to a
+//! GPU) and, for callers that want the f32 tensor on the host, normalise
+//! ([`ImageLoader::load`]).
 
 use super::cache::Cache;
-use super::decode::decode_rgb_bytes;
+use super::decode::{decode_rgb_bytes, Pixels};
 use super::preprocess::{normalize_chw, PreparedImage};
 use super::resize::resize_bicubic;
 use anyhow::{bail, Context, Result};
@@ -105,7 +109,16 @@ pub struct ImageLoader {
 }
 
 impl ImageLoader {
+    /// [`ImageLoader::load_resized`], then the CLIP normalisation on the host.
     pub fn load(&self, path: &Path) -> Result<PreparedImage> {
+        let resized = self.load_resized(path)?;
+        let mut tensor = vec![0f32; 3 * resized.width * resized.height];
+        normalize_chw(&resized, &mut tensor)?;
+        Ok(PreparedImage { tensor, resized })
+    }
+
+    /// The image at `path`, decoded as RGB and resized to `side x side`.
+    pub fn load_resized(&self, path: &Path) -> Result<Pixels> {
         let name = path.display();
         if path.to_str().is_none() {
             bail!("{name}: file name is not valid UTF-8 (shown with replacement characters); rename the file");
@@ -117,7 +130,7 @@ impl ImageLoader {
         }
         if let Some(cache) = &self.cache {
             if let Some(resized) = cache.get(path, &meta, self.side) {
-                return prepared(resized);
+                return Ok(resized);
             }
         }
         let bytes =
@@ -146,14 +159,8 @@ impl ImageLoader {
         if let Some(cache) = &self.cache {
             cache.put(path, &meta, &resized);
         }
-        prepared(resized)
+        Ok(resized)
     }
-}
-
-fn prepared(resized: super::decode::Pixels) -> Result<PreparedImage> {
-    let mut tensor = vec![0f32; 3 * resized.width * resized.height];
-    normalize_chw(&resized, &mut tensor)?;
-    Ok(PreparedImage { tensor, resized })
 }
 
 /// A symlink must lead to a file: a dangling link and a loop are named as such.

@@ -23,42 +23,72 @@ pub struct PreparedImage {
     pub resized: Pixels,
 }
 
-/// Writes `(x / 255 - mean) / std` channel-first into `out` (`3 * width * height` values),
-/// with the same `f32` operations as torchvision's `ToTensor` + `Normalize`.
+/// The CLIP normalisation of every byte value, per channel: `lut[c][v] = (v / 255 - mean[c]) /
+/// std[c]` in `f32`, with the same operations as torchvision's `ToTensor` + `Normalize`. The
+/// CUDA backend uploads this very table, so both backends give the same bits.
+pub fn normalize_lut() -> [[f32; 256]; 3] {
+    std::array::from_fn(|c| {
+        std::array::from_fn(|v| (v as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c])
+    })
+}
+
+/// Writes `(x / 255 - mean) / std` channel-first into `out` (`3 * width * height` values).
 pub fn normalize_chw(rgb: &Pixels, out: &mut [f32]) -> Result<()> {
-    let plane = rgb.width * rgb.height;
     ensure!(
         rgb.channels == 3,
         "normalize_chw: expected an RGB image, got {} channel(s)",
         rgb.channels
     );
+    normalize_rgb(out, &rgb.data, 1, rgb.height, rgb.width)
+}
+
+/// CLIP input normalisation of a batch (SPEC §1), the CPU twin of `normalize_rgb` in
+/// kernels/preprocess.cu: `out[b, c, y, x] = lut[c][rgb[b, y, x, c]]` ([`normalize_lut`]),
+/// `rgb: [batch, height, width, 3]` bytes, `out: [batch, 3, height, width]`.
+pub fn normalize_rgb(
+    out: &mut [f32],
+    rgb: &[u8],
+    batch: usize,
+    height: usize,
+    width: usize,
+) -> Result<()> {
+    let plane = height * width;
+    let want = batch * 3 * plane;
     ensure!(
-        rgb.data.len() == 3 * plane && out.len() == 3 * plane,
-        "normalize_chw: {}x{} image needs {} values, pixel buffer has {}, output has {}",
-        rgb.width,
-        rgb.height,
-        3 * plane,
-        rgb.data.len(),
+        rgb.len() == want && out.len() == want,
+        "normalize_rgb: {batch} image(s) of {width}x{height} RGB need {want} values, pixel \
+         buffer has {}, output has {}",
+        rgb.len(),
         out.len()
     );
-    let luts: [[f32; 256]; 3] = std::array::from_fn(|c| {
-        std::array::from_fn(|v| (v as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c])
-    });
-    let (r, rest) = out.split_at_mut(plane);
-    let (g, b) = rest.split_at_mut(plane);
-    for (i, px) in rgb.data.chunks_exact(3).enumerate() {
-        r[i] = luts[0][usize::from(px[0])];
-        g[i] = luts[1][usize::from(px[1])];
-        b[i] = luts[2][usize::from(px[2])];
+    if want == 0 {
+        return Ok(());
+    }
+    let luts = normalize_lut();
+    for (image, out) in rgb
+        .chunks_exact(3 * plane)
+        .zip(out.chunks_exact_mut(3 * plane))
+    {
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        for (i, px) in image.chunks_exact(3).enumerate() {
+            r[i] = luts[0][usize::from(px[0])];
+            g[i] = luts[1][usize::from(px[1])];
+            b[i] = luts[2][usize::from(px[2])];
+        }
     }
     Ok(())
 }
 
+/// Decodes `path` as RGB and resizes it to `side x side` (the bytes the model normalises).
+pub fn load_rgb(path: &Path, side: usize) -> Result<Pixels> {
+    ensure!(side > 0, "{}: image side must be positive", path.display());
+    Ok(resize_bicubic(&decode_rgb(path)?, side, side))
+}
+
 /// Decodes `path` as RGB, resizes it to `side x side` and normalises it.
 pub fn load_image(path: &Path, side: usize) -> Result<PreparedImage> {
-    ensure!(side > 0, "{}: image side must be positive", path.display());
-    let rgb = decode_rgb(path)?;
-    let resized = resize_bicubic(&rgb, side, side);
+    let resized = load_rgb(path, side)?;
     let mut tensor = vec![0f32; 3 * side * side];
     normalize_chw(&resized, &mut tensor)?;
     Ok(PreparedImage { tensor, resized })
@@ -122,6 +152,33 @@ mod tests {
         };
         let err = normalize_chw(&rgb, &mut [0.0; 11]).unwrap_err().to_string();
         assert!(err.contains("output has 11"), "{err}");
+        let err = normalize_rgb(&mut [0.0; 24], &[0; 23], 2, 2, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pixel buffer has 23"), "{err}");
+    }
+
+    #[test]
+    fn batch_normalisation_is_per_image_chw() {
+        let rgb: Vec<u8> = (0..2 * 3 * 2 * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let mut batch = vec![0f32; rgb.len()];
+        normalize_rgb(&mut batch, &rgb, 2, 3, 2).expect("batch");
+        for (image, got) in rgb.chunks_exact(18).zip(batch.chunks_exact(18)) {
+            let px = Pixels {
+                width: 2,
+                height: 3,
+                channels: 3,
+                data: image.to_vec(),
+            };
+            let mut one = vec![0f32; 18];
+            normalize_chw(&px, &mut one).expect("one");
+            assert_eq!(one, got);
+            let expect = |y: usize, x: usize, c: usize| {
+                (f32::from(image[(y * 2 + x) * 3 + c]) / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c]
+            };
+            assert_eq!(got[6 + 2 * 2 + 1], expect(2, 1, 1));
+            assert_eq!(got[12 + 2], expect(1, 0, 2));
+        }
     }
 
     #[test]

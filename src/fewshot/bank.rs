@@ -11,9 +11,10 @@
 
 use crate::backend::Backend;
 use crate::data::pipeline::ordered_map;
-use crate::data::preprocess::load_image;
+use crate::data::preprocess::load_rgb;
 use crate::model::afclip::{AfClip, WINDOWS};
 use crate::model::tensors::TensorFile;
+use crate::model::vision::Images;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use safetensors::Dtype;
 use std::collections::HashMap;
@@ -81,15 +82,15 @@ impl Bank {
         let (patches, tokens) = (grid * grid, grid * grid + 1);
         let mut sets = vec![Vec::with_capacity(images.len() * patches * width); model.sets()];
         let rx = ordered_map(images.to_vec(), batch_size * 2, move |p: &PathBuf| {
-            load_image(p, side).with_context(|| format!("reference image {}", p.display()))
+            load_rgb(p, side).with_context(|| format!("reference image {}", p.display()))
         });
-        let mut pixels = Vec::with_capacity(batch_size * 3 * side * side);
+        let mut pixels = Vec::with_capacity(batch_size * side * side * 3);
         let mut n = 0;
-        let mut flush = |pixels: &mut Vec<f32>, n: &mut usize| -> Result<()> {
+        let mut flush = |pixels: &mut Vec<u8>, n: &mut usize| -> Result<()> {
             if *n == 0 {
                 return Ok(());
             }
-            model.for_each_set(pixels, *n, &mut |set, c| {
+            model.for_each_set(Images::Rgb(pixels), *n, &mut |set, c| {
                 let host = model.backend().download(c)?;
                 for image in host.chunks_exact(tokens * width) {
                     for row in image[width..].chunks_exact(width) {
@@ -108,7 +109,7 @@ impl Bank {
             Ok(())
         };
         for loaded in rx.iter() {
-            pixels.extend_from_slice(&loaded?.tensor);
+            pixels.extend_from_slice(&loaded?.data);
             n += 1;
             if n == batch_size {
                 flush(&mut pixels, &mut n)?;

@@ -10,6 +10,7 @@ use super::bank::Bank;
 use crate::backend::Backend;
 use crate::eval::BatchScorer;
 use crate::model::afclip::AfClip;
+use crate::model::vision::Images;
 use anyhow::{Context, Result};
 
 /// The weight of the zero-shot score (SPEC §7: the paper's α and β, one value in the code).
@@ -62,8 +63,13 @@ impl<'m, B: Backend> FewShot<'m, B> {
         self.model
     }
 
-    /// Scores `pixels: [batch, 3, S, S]`.
-    pub fn score(&self, pixels: &[f32], batch: usize, with_maps: bool) -> Result<FewShotScores> {
+    /// Scores a batch of `batch` images.
+    pub fn score<'a>(
+        &self,
+        images: impl Into<Images<'a, B>>,
+        batch: usize,
+        with_maps: bool,
+    ) -> Result<FewShotScores> {
         let m = self.model;
         let be = m.backend();
         let patches = m.grid() * m.grid();
@@ -71,7 +77,7 @@ impl<'m, B: Backend> FewShot<'m, B> {
         let rows = batch * tokens;
         let weight = 0.5 / self.banks.len() as f32;
         let mut dist = be.zeros(rows)?;
-        let zero_shot = m.score_with(pixels, batch, false, &mut |set, c| {
+        let zero_shot = m.score_with(images, batch, false, &mut |set, c| {
             be.nearest_cosine(
                 &mut dist,
                 c,
@@ -118,11 +124,11 @@ impl<B: Backend> BatchScorer for FewShot<'_, B> {
 
     fn score_batch(
         &mut self,
-        pixels: &[f32],
+        rgb: &[u8],
         batch: usize,
         with_maps: bool,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let out = self.score(pixels, batch, with_maps)?;
+        let out = self.score(Images::Rgb(rgb), batch, with_maps)?;
         Ok((out.image, out.maps))
     }
 }

@@ -7,7 +7,7 @@ use super::checkpoint::Checkpoint;
 use super::head::Head;
 use super::text::head_text_features;
 use super::tokenizer::ClipTokenizer;
-use super::vision::VisionTower;
+use super::vision::{Images, VisionTower};
 use crate::backend::Backend;
 use anyhow::{bail, Result};
 
@@ -174,28 +174,36 @@ impl<B: Backend> AfClip<B> {
         &self.text_features
     }
 
+    /// Normalises resized RGB bytes `[batch, S, S, 3]` into the backend's memory, for
+    /// [`Images::Resident`]: a feeding thread can do this while the previous batch computes.
+    pub fn upload_rgb(&self, rgb: &[u8], batch: usize) -> Result<B::Buf> {
+        self.be.upload_rgb(rgb, batch, self.side, self.side)
+    }
+
     /// Raw residual streams at the feature layers, `[batch, tokens, width]` each.
-    pub fn vision_features(&self, pixels: &[f32], batch: usize) -> Result<Vec<Vec<f32>>> {
-        let px = self.be.upload(pixels)?;
+    pub fn vision_features<'a>(
+        &self,
+        images: impl Into<Images<'a, B>>,
+        batch: usize,
+    ) -> Result<Vec<Vec<f32>>> {
         self.vision
-            .forward(&self.be, &px, batch)?
+            .forward_images(&self.be, images.into(), batch)?
             .iter()
             .map(|f| self.be.download(f))
             .collect()
     }
 
-    /// Runs the vision tower on `pixels: [batch, 3, S, S]` and hands each aggregated token set
+    /// Runs the vision tower on `batch` images and hands each aggregated token set
     /// `c: [batch, 1 + g*g, d]` (SPEC §3, raw: no adaptor) to `visit(set, c)`, for set
     /// `layer_index · 3 + window_index` in that order.
-    pub fn for_each_set(
+    pub fn for_each_set<'a>(
         &self,
-        pixels: &[f32],
+        images: impl Into<Images<'a, B>>,
         batch: usize,
         visit: &mut dyn FnMut(usize, &B::Buf) -> Result<()>,
     ) -> Result<()> {
         let be = &self.be;
-        let px = be.upload(pixels)?;
-        let features = self.vision.forward(be, &px, batch)?;
+        let features = self.vision.forward_images(be, images.into(), batch)?;
         let mut aggregated = be.zeros(batch * self.vision.tokens() * self.width)?;
         for (l, f) in features.iter().enumerate() {
             for (w, &r) in self.windows.iter().enumerate() {
@@ -219,16 +227,21 @@ impl<B: Backend> AfClip<B> {
         Ok(())
     }
 
-    /// Scores a batch of normalised images `pixels: [batch, 3, S, S]`.
-    pub fn score(&self, pixels: &[f32], batch: usize, with_maps: bool) -> Result<BatchScores> {
-        self.score_with(pixels, batch, with_maps, &mut |_, _| Ok(()))
+    /// Scores a batch of `batch` images.
+    pub fn score<'a>(
+        &self,
+        images: impl Into<Images<'a, B>>,
+        batch: usize,
+        with_maps: bool,
+    ) -> Result<BatchScores> {
+        self.score_with(images, batch, with_maps, &mut |_, _| Ok(()))
     }
 
     /// [`AfClip::score`] in one forward pass with [`AfClip::for_each_set`]: `visit` sees every
     /// aggregated set before the adaptor does (the few-shot search uses this).
-    pub fn score_with(
+    pub fn score_with<'a>(
         &self,
-        pixels: &[f32],
+        images: impl Into<Images<'a, B>>,
         batch: usize,
         with_maps: bool,
         visit: &mut dyn FnMut(usize, &B::Buf) -> Result<()>,
@@ -237,7 +250,7 @@ impl<B: Backend> AfClip<B> {
         let t = self.vision.tokens();
         let rows = batch * t;
         let mut logits = be.zeros(rows * 2)?;
-        self.for_each_set(pixels, batch, &mut |set, c| {
+        self.for_each_set(images, batch, &mut |set, c| {
             visit(set, c)?;
             let z = if self.use_adaptor {
                 self.adaptor.forward(be, c, batch, t)?

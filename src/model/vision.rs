@@ -7,6 +7,38 @@ use super::transformer::{Block, LN_EPS};
 use crate::backend::{Backend, Epilogue};
 use anyhow::{ensure, Result};
 
+/// A batch of `batch` images at the tower's side `S`, in one of the forms the model takes.
+pub enum Images<'a, B: Backend> {
+    /// `[batch, S, S, 3]` resized RGB bytes (the scoring path): normalised on the way into the
+    /// backend ([`Backend::upload_rgb`]), a quarter of the bytes of the f32 form to copy.
+    Rgb(&'a [u8]),
+    /// `[batch, 3, S, S]` CLIP-normalised values (golden fixtures, training features).
+    Normalised(&'a [f32]),
+    /// `[batch, 3, S, S]` normalised, already in the backend's memory (e.g. from
+    /// [`Backend::upload_rgb`] on a feeding thread, while the previous batch computes).
+    Resident(&'a B::Buf),
+}
+
+impl<B: Backend> Clone for Images<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for Images<'_, B> {}
+
+impl<'a, B: Backend> From<&'a [f32]> for Images<'a, B> {
+    fn from(pixels: &'a [f32]) -> Self {
+        Images::Normalised(pixels)
+    }
+}
+
+impl<'a, B: Backend> From<&'a Vec<f32>> for Images<'a, B> {
+    fn from(pixels: &'a Vec<f32>) -> Self {
+        Images::Normalised(pixels)
+    }
+}
+
 pub struct VisionTower<B: Backend> {
     conv: B::Mat,
     cls: B::Buf,
@@ -56,6 +88,28 @@ impl<B: Backend> VisionTower<B> {
 
     pub fn tokens(&self) -> usize {
         1 + self.grid * self.grid
+    }
+
+    /// [`VisionTower::forward`] of `batch` images in any of the forms the model takes.
+    pub fn forward_images(
+        &self,
+        be: &B,
+        images: Images<'_, B>,
+        batch: usize,
+    ) -> Result<Vec<B::Buf>> {
+        let uploaded;
+        let pixels = match images {
+            Images::Resident(pixels) => pixels,
+            Images::Rgb(rgb) => {
+                uploaded = be.upload_rgb(rgb, batch, self.side, self.side)?;
+                &uploaded
+            }
+            Images::Normalised(pixels) => {
+                uploaded = be.upload(pixels)?;
+                &uploaded
+            }
+        };
+        self.forward(be, pixels, batch)
     }
 
     /// `pixels: [batch, 3, side, side]` → one `[batch, tokens, width]` buffer per feature layer.

@@ -170,6 +170,18 @@ impl Backend for CpuBackend {
         Ok(host.to_vec())
     }
 
+    fn upload_rgb(
+        &self,
+        rgb: &[u8],
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Vec<f32>> {
+        let mut images = vec![0f32; rgb.len()];
+        crate::data::preprocess::normalize_rgb(&mut images, rgb, batch, height, width)?;
+        Ok(images)
+    }
+
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
         Ok(vec![0.0; len])
     }

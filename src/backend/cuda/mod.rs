@@ -1,8 +1,11 @@
 //! The CUDA backend: every [`Backend`] op on one GPU, through cudarc with dynamic loading (the
 //! binary starts without CUDA; [`probe`] says whether a driver and a GPU are there).
 //!
-//! One context, one stream, the kernel modules loaded once ([`modules`]), one cuBLAS handle
-//! for `linear` ([`gemm`]). Buffers are f32 device arrays, like the CPU backend's. `linear`
+//! One context, one compute stream, the kernel modules loaded once ([`modules`]), one cuBLAS
+//! handle for `linear` ([`gemm`]); a second stream only copies inputs in, through pinned host
+//! memory ([`pinned`]), and cudarc's per-buffer event tracking is off: every cross-stream
+//! dependency is an explicit event, all of them in [`pinned`].
+//! Buffers are f32 device arrays, like the CPU backend's. `linear`
 //! with a frozen tower weight (`upload_frozen_mat`) runs in bf16 with f32 accumulation
 //! ([`Precision::Bf16`], the default) or in f32; trainable weights (`upload_mat`) stay f32. Ops are
 //! queued on the stream and return before the GPU finishes; `download` waits. Each launcher
@@ -11,6 +14,8 @@
 
 mod gemm;
 mod modules;
+mod pinned;
+mod preprocess;
 
 /// Rust mirrors of `kernels/params.h` (bindgen, or the committed `params.rs`; see build.rs).
 #[allow(non_camel_case_types, non_snake_case, clippy::all)]
@@ -41,6 +46,7 @@ unsafe impl DeviceRepr for AggregateParams {}
 unsafe impl DeviceRepr for ScoreParams {}
 unsafe impl DeviceRepr for MapsParams {}
 unsafe impl DeviceRepr for ConvertParams {}
+unsafe impl DeviceRepr for PreprocessParams {}
 
 /// Launches kernel `$name` of op `$op` with the arguments in order (outputs first, then
 /// inputs, then the params struct), as an `anyhow::Result<()>`.
@@ -108,6 +114,11 @@ pub struct CudaBackend {
     scratch: Mutex<Option<CudaSlice<u16>>>,
     /// Stands in for an absent bias pointer.
     dummy: CudaSlice<f32>,
+    /// `upload_rgb`'s normalisation table (`[3, 256]`) and pinned input staging.
+    lut: CudaSlice<f32>,
+    inputs: Mutex<pinned::InputStage>,
+    /// Pinned staging of `download`.
+    outputs: Mutex<pinned::OutputStage>,
 }
 
 fn i32_dim(op: &str, name: &str, v: usize) -> Result<i32> {
@@ -145,6 +156,9 @@ impl CudaBackend {
             "cuda:{ordinal} does not exist: this machine has {count} GPU(s)"
         );
         let ctx = CudaContext::new(ordinal).with_context(|| format!("cuda:{ordinal}: context"))?;
+        // SAFETY: before any buffer exists; the streams are synchronised by explicit events
+        // (see `pinned`), so cudarc need not record events around every launch argument.
+        unsafe { ctx.disable_event_tracking() };
         let device = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let stream = ctx.default_stream();
         // SAFETY: only tries to open the cuBLAS library.
@@ -154,6 +168,8 @@ impl CudaBackend {
         let blas = CudaBlas::new(stream.clone()).context("cuda: creating the cuBLAS handle")?;
         let kernels = Kernels::load(&ctx)?;
         let dummy = stream.alloc_zeros::<f32>(1).context("cuda: allocating")?;
+        let lut = preprocess::upload_lut(&stream)?;
+        let inputs = Mutex::new(pinned::InputStage::new(&ctx)?);
         Ok(Self {
             ordinal,
             device,
@@ -163,6 +179,9 @@ impl CudaBackend {
             kernels,
             scratch: Mutex::new(None),
             dummy,
+            lut,
+            inputs,
+            outputs: Mutex::new(pinned::OutputStage::default()),
         })
     }
 
@@ -290,13 +309,16 @@ impl Backend for CudaBackend {
         })
     }
 
+    fn upload_rgb(&self, rgb: &[u8], batch: usize, height: usize, width: usize) -> Result<CudaBuf> {
+        self.upload_rgb_impl(rgb, batch, height, width)
+    }
+
     fn download(&self, buf: &CudaBuf) -> Result<Vec<f32>> {
-        let mut host = vec![0f32; buf.len];
-        if buf.len > 0 {
-            self.stream
-                .memcpy_dtoh(&buf.data.slice(..buf.len), &mut host)
-                .with_context(|| format!("cuda: downloading {} f32", buf.len))?;
-        }
+        let host = self
+            .outputs
+            .lock()
+            .map_err(|_| anyhow!("cuda: output stage lock poisoned"))?
+            .download(self.stream.context(), &self.stream, &buf.data, buf.len)?;
         self.synchronize()?;
         Ok(host)
     }

@@ -60,6 +60,7 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
     ("layernorm", &["layer_norm"]),
     ("maps", &["upsample_bilinear", "gauss_axis0", "gauss_axis1"]),
     ("patch", &["patch_im2col", "embed_tokens"]),
+    ("preprocess", &["normalize_rgb"]),
     ("score", &["state_logits", "abnormal_probability"]),
     (
         "search",

@@ -154,6 +154,24 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct PreprocessParams {
+    pub batch: ::std::os::raw::c_int,
+    pub height: ::std::os::raw::c_int,
+    pub width: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of PreprocessParams"][::std::mem::size_of::<PreprocessParams>() - 12usize];
+    ["Alignment of PreprocessParams"][::std::mem::align_of::<PreprocessParams>() - 4usize];
+    ["Offset of field: PreprocessParams::batch"]
+        [::std::mem::offset_of!(PreprocessParams, batch) - 0usize];
+    ["Offset of field: PreprocessParams::height"]
+        [::std::mem::offset_of!(PreprocessParams, height) - 4usize];
+    ["Offset of field: PreprocessParams::width"]
+        [::std::mem::offset_of!(PreprocessParams, width) - 8usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct ConvertParams {
     pub n: ::std::os::raw::c_longlong,
 }
