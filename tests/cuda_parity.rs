@@ -3,9 +3,12 @@
 //! `|gpu − cpu|₂ / |cpu|₂`. Tolerances:
 //!
 //! - `linear` with bf16 operands (frozen weights at `Precision::Bf16`): 1e-2;
-//! - every f32 op (`linear` at `Precision::F32`, `matmul`, `layer_norm`, `attention`,
-//!   `state_logits`, `abnormal_probability`, `nearest_cosine`, `bias_grad`, `quick_gelu`,
-//!   `quick_gelu_backward`, `layer_norm_backward`, `attention_backward`,
+//! - `attention` at `Precision::Bf16` with head dim 64 (tensor cores: q, k, v and the softmax
+//!   weights rounded to bf16, f32 accumulation): 1e-2 (a host emulation of the kernel gave
+//!   2.5e-3 to 3.4e-3 on standard normal inputs);
+//! - every f32 op (`linear` at `Precision::F32`, `matmul`, `layer_norm`, `attention` at
+//!   `Precision::F32`, `state_logits`, `abnormal_probability`, `nearest_cosine`, `bias_grad`,
+//!   `quick_gelu`, `quick_gelu_backward`, `layer_norm_backward`, `attention_backward`,
 //!   `state_logits_backward`, `abnormal_probability_backward`): 1e-5 (only the summation order
 //!   differs);
 //! - data movement and the ops written to round like the CPU (`patch_im2col`, `embed_tokens`,
@@ -208,21 +211,18 @@ mod parity {
         }
     }
 
-    #[test]
-    fn attention_matches() {
-        let Some(g) = gpu("attention", Precision::F32) else {
+    /// `attention` at `precision` against the CPU twin, for each
+    /// `(batch, tokens, heads, head_dim, causal)`.
+    fn attention_case(
+        precision: Precision,
+        tol: f64,
+        shapes: &[(usize, usize, usize, usize, bool)],
+    ) {
+        let Some(g) = gpu("attention", precision) else {
             return;
         };
         let c = cpu();
-        // (batch, tokens, heads, head_dim, causal): the ViT-L block, the adaptor, the text
-        // tower, odd sizes for the other instantiations.
-        for (batch, tokens, heads, hd, causal) in [
-            (2, 1370, 4, 64, false),
-            (1, 1370, 8, 64, false),
-            (2, 77, 12, 64, true),
-            (3, 33, 2, 32, false),
-            (1, 65, 1, 128, true),
-        ] {
+        for &(batch, tokens, heads, hd, causal) in shapes {
             let qkv = random(13, batch * tokens * 3 * heads * hd);
             let mut oc = vec![0.0; batch * tokens * heads * hd];
             c.attention(&mut oc, &qkv, batch, tokens, heads, hd, causal)
@@ -238,9 +238,55 @@ mod parity {
                 causal,
             )
             .unwrap();
-            let name = format!("attention b{batch} t{tokens} h{heads} d{hd} causal {causal}");
-            check(&name, &g.download(&og).unwrap(), &oc, F32_TOL);
+            let name = format!(
+                "attention {precision:?} b{batch} t{tokens} h{heads} d{hd} causal {causal}"
+            );
+            let got = g.download(&og).unwrap();
+            check(&name, &got, &oc, tol);
+            if precision == Precision::Bf16 && hd == 64 {
+                // bf16 rounding must show: the tensor-core kernel ran, not the f32 one.
+                let err = rel_l2(&got, &oc);
+                assert!(err > 1e-4, "{name}: error {err:.1e} is f32-like");
+            }
         }
+    }
+
+    #[test]
+    fn attention_matches() {
+        // The ViT-L block, the adaptor, the text tower, odd sizes for the other
+        // instantiations: all on the f32 kernels.
+        attention_case(
+            Precision::F32,
+            F32_TOL,
+            &[
+                (2, 1370, 4, 64, false),
+                (1, 1370, 8, 64, false),
+                (2, 77, 12, 64, true),
+                (3, 33, 2, 32, false),
+                (1, 65, 1, 128, true),
+            ],
+        );
+    }
+
+    #[test]
+    fn attention_bf16_tensor_cores() {
+        // Head dim 64 at bf16 runs kernels/attention_tc.cu: the ViT-L block, the text tower
+        // (causal), ViT-B/32 at 224 px, key tails of 1, 13, 50 and 63, one token; head dim 32
+        // falls back to the f32 kernel.
+        attention_case(
+            Precision::Bf16,
+            BF16_TOL,
+            &[
+                (2, 1370, 16, 64, false),
+                (3, 77, 8, 64, true),
+                (1, 50, 12, 64, false),
+                (1, 257, 3, 64, true),
+                (2, 127, 2, 64, true),
+                (1, 129, 2, 64, false),
+                (1, 1, 1, 64, true),
+                (1, 33, 2, 32, false),
+            ],
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! dependency is an explicit event, all of them in [`pinned`].
 //! Buffers are f32 device arrays, like the CPU backend's. `linear`
 //! with a frozen tower weight (`upload_frozen_mat`) runs in bf16 with f32 accumulation
-//! ([`Precision::Bf16`], the default) or in f32; trainable weights (`upload_mat`) stay f32. Ops are
+//! ([`Precision::Bf16`], the default) or in f32; trainable weights (`upload_mat`) stay f32.
+//! `attention` with head dim 64 follows the same precision ([`attention`]). Ops are
 //! queued on the stream and return before the GPU finishes; `download` waits. Each launcher
 //! checks every length before its launch; the kernels' math and shapes are in the headers of
 //! `kernels/*.cu`, and each kernel's CPU twin has the same name in `src/backend/cpu/`.
@@ -64,6 +65,7 @@ macro_rules! launch {
 }
 
 // After `launch!`, which they use.
+mod attention;
 mod backward;
 mod search;
 
@@ -71,8 +73,6 @@ mod search;
 const THREADS: u32 = 256;
 /// Rows (one warp each) per block of the row-wise kernels.
 const ROWS_PER_BLOCK: u32 = 8;
-/// Queries per block of `attention` (`BQ` in kernels/attention.cu).
-const ATTENTION_BQ: u32 = 64;
 
 /// Whether this machine has a usable CUDA driver and at least one GPU: `Ok(count)`, or why not.
 pub fn probe() -> Result<usize> {
@@ -457,49 +457,7 @@ impl Backend for CudaBackend {
         head_dim: usize,
         causal: bool,
     ) -> Result<()> {
-        check_len(
-            "attention",
-            "qkv",
-            qkv.len,
-            &[batch, tokens, 3, heads, head_dim],
-        )?;
-        check_len(
-            "attention",
-            "out",
-            out.len,
-            &[batch, tokens, heads, head_dim],
-        )?;
-        if out.len == 0 {
-            return Ok(());
-        }
-        let kernel = match head_dim {
-            32 => "attention_d32",
-            64 => "attention_d64",
-            128 => "attention_d128",
-            _ => bail!("attention: head_dim {head_dim} has no CUDA kernel (32, 64 or 128)"),
-        };
-        ensure!(
-            batch <= 65535 && heads <= 65535,
-            "attention: batch {batch} x heads {heads} exceed the launch grid"
-        );
-        let p = AttentionParams {
-            batch: i32_dim("attention", "batch", batch)?,
-            tokens: i32_dim("attention", "tokens", tokens)?,
-            heads: i32_dim("attention", "heads", heads)?,
-            head_dim: head_dim as i32,
-            causal: causal as i32,
-            scale: 1.0 / (head_dim as f32).sqrt(),
-        };
-        let cfg = LaunchConfig {
-            grid_dim: (
-                (tokens as u32).div_ceil(ATTENTION_BQ),
-                heads as u32,
-                batch as u32,
-            ),
-            block_dim: (ATTENTION_BQ, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(self, "attention", kernel, cfg, &mut out.data, &qkv.data, &p)
+        self.attention_impl(out, qkv, batch, tokens, heads, head_dim, causal)
     }
 
     fn patch_im2col(

@@ -32,6 +32,7 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
         "attention",
         &["attention_d32", "attention_d64", "attention_d128"],
     ),
+    ("attention_tc", &["attention_tc_d64"]),
     (
         "backward",
         &[
