@@ -31,11 +31,14 @@
 //
 // Shared memory: K and V tiles, [64][72] bf16 each (rows padded by 16 bytes so that the eight
 // 16-byte rows one ldmatrix phase reads fall in distinct banks): 18 KiB per block, static.
-// Registers: Q fragments 16, O accumulators 32, S/P 32, m and l 4, plus addressing: under
-// the 128 that __launch_bounds__(128, 4) allows, so 4 blocks (16 warps, 72 KiB of shared
-// memory) fit on an sm_90 SM; ViT-L at 518 px (1370 tokens, 16 heads) is 22 x 16 blocks per
-// image, one wave over 132 SMs for a single image. Grid (ceil(tokens / 64), heads, batch),
-// block 128. Inline PTX only (sm_80 and newer), so NVRTC needs no toolkit headers.
+// Registers: Q fragments 16, O accumulators 32, S/P 32, m and l 4, plus the 32 f32 of a
+// tile's loads in flight and addressing. __launch_bounds__(128, 4) caps them at 128 (ptxas
+// 13.0 for sm_90: 36 bytes spilled, 6 L1 accesses per tile against 64 mma; 168 registers
+// uncapped), so 4 blocks (16 warps, 72 KiB of shared memory) fit on an sm_90 SM: 25%
+// occupancy, the latency of the unbuffered tile loads hidden by the other blocks. ViT-L at
+// 518 px (1370 tokens, 16 heads) is 22 x 16 blocks per image, one wave over 132 SMs for a
+// single image. Grid (ceil(tokens / 64), heads, batch), block 128. Inline PTX only (sm_80 and
+// newer), so NVRTC needs no toolkit headers.
 // Why not yet wgmma/TMA (Hopper, FlashAttention-3 style): they read bf16 tiles straight from
 // memory, and qkv is f32 here (the QKV GEMM's output), converted in registers on the way in;
 // a bf16 QKV epilogue would come first.
