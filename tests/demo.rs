@@ -37,7 +37,10 @@ fn demo_training_lifts_held_out_image_auroc_above_085() {
         (0.3..=0.7).contains(&before),
         "a fresh head should score near chance, got {before:.3}"
     );
-    assert!(after >= 0.85, "held-out image AUROC after training {after:.3} < 0.85");
+    assert!(
+        after >= 0.85,
+        "held-out image AUROC after training {after:.3} < 0.85"
+    );
     for file in [
         "report.md",
         "head.safetensors",
@@ -47,6 +50,9 @@ fn demo_training_lifts_held_out_image_auroc_above_085() {
         assert!(out.join(file).is_file(), "demo did not write {file}");
     }
     let heatmaps = std::fs::read_dir(out.join("heatmaps")).unwrap().count();
-    assert_eq!(heatmaps, 8, "one anomalous and one normal heatmap per held-out category");
+    assert_eq!(
+        heatmaps, 8,
+        "one anomalous and one normal heatmap per held-out category"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }
