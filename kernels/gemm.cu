@@ -5,7 +5,9 @@
 //                    act = identity, or QuickGELU v * sigmoid(1.702 v)
 //
 // `linear` = (activations -> bf16) . cuBLAS bf16 x bf16 -> f32 (beta 1 for a fused residual)
-// . linear_epilogue. One thread per element, grid-stride loops.
+// . linear_epilogue. A bf16 `linear` with a bias and no activation takes the bias in cuBLASLt's
+// epilogue instead (src/backend/cuda/lt.rs) and skips linear_epilogue's pass over y.
+// One thread per element, grid-stride loops.
 #include "common.cuh"
 
 extern "C" __global__ void f32_to_bf16(unsigned short* out, const float* in, ConvertParams p) {

@@ -14,6 +14,7 @@
 //! `kernels/*.cu`, and each kernel's CPU twin has the same name in `src/backend/cpu/`.
 
 mod gemm;
+mod lt;
 mod modules;
 mod pinned;
 mod preprocess;
@@ -119,6 +120,8 @@ pub struct CudaBackend {
     inputs: Mutex<pinned::InputStage>,
     /// Pinned staging of `download`.
     outputs: Mutex<pinned::OutputStage>,
+    /// bf16 `linear` with the bias in the GEMM's epilogue ([`lt`]); `None` without cuBLASLt.
+    lt: Option<lt::Lt>,
 }
 
 fn i32_dim(op: &str, name: &str, v: usize) -> Result<i32> {
@@ -170,6 +173,7 @@ impl CudaBackend {
         let dummy = stream.alloc_zeros::<f32>(1).context("cuda: allocating")?;
         let lut = preprocess::upload_lut(&stream)?;
         let inputs = Mutex::new(pinned::InputStage::new(&ctx)?);
+        let lt = lt::Lt::new(&stream)?;
         Ok(Self {
             ordinal,
             device,
@@ -182,6 +186,7 @@ impl CudaBackend {
             lut,
             inputs,
             outputs: Mutex::new(pinned::OutputStage::default()),
+            lt,
         })
     }
 
@@ -354,6 +359,7 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         let accumulate = epilogue == Epilogue::Accumulate;
+        let quick_gelu = epilogue == Epilogue::QuickGelu;
         if inp == 0 {
             ensure!(
                 !accumulate,
@@ -377,6 +383,13 @@ impl Backend for CudaBackend {
                 MatData::Bf16(wd) => {
                     let scratch = self.to_bf16_scratch(x)?;
                     let xs = scratch.as_ref().expect("filled by to_bf16_scratch");
+                    if let (Some(lt), Some(b), false) = (&self.lt, bias, quick_gelu) {
+                        let dims = (rows, out, inp);
+                        let (y, b) = (&mut y.data, &b.data);
+                        if lt.gemm_bias(&self.stream, y, wd, xs, b, dims, accumulate)? {
+                            return Ok(());
+                        }
+                    }
                     gemm::gemm(
                         &self.blas,
                         &self.stream,
@@ -390,7 +403,6 @@ impl Backend for CudaBackend {
                 }
             }
         }
-        let quick_gelu = epilogue == Epilogue::QuickGelu;
         if bias.is_none() && !quick_gelu {
             return Ok(());
         }
