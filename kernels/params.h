@@ -116,4 +116,32 @@ typedef struct SearchParams {
     float weight;
 } SearchParams;
 
+/* focal_loss, l1_loss (loss.cu): p, dp [rows, stride]; the block is columns
+ * offset..offset + cols of every row, t [rows, cols] */
+typedef struct LossParams {
+    int rows;
+    int stride;
+    int offset;
+    int cols;
+    float weight; /* dp += weight * dloss/dp */
+} LossParams;
+
+/* patch alignment (loss.cu): z [batch, tokens, e], masks [batch, tokens - 1] */
+typedef struct AlignParams {
+    int batch;
+    int tokens;
+    int e;
+    float weight; /* pal_backward: dz += weight * dvalue/dz */
+} AlignParams;
+
+/* adam (adam.cu): param, m, v, grad [n] */
+typedef struct AdamParams {
+    long long n;
+    float step_size; /* lr / (1 - beta1^t) */
+    float bc2_sqrt;  /* sqrt(1 - beta2^t) */
+    float beta1;
+    float beta2;
+    float eps;
+} AdamParams;
+
 #endif

@@ -24,6 +24,23 @@ pub enum Epilogue {
     Accumulate,
 }
 
+/// Where a loss op reads its predictions: columns `offset..offset + cols` of every row of a
+/// row-major `[rows, stride]` buffer (e.g. the image probability, column 0, or the patch
+/// probabilities, columns `1..1 + g²`, of `probs: [batch, 1 + g²]`); `n = rows·cols` elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColumnBlock {
+    pub rows: usize,
+    pub stride: usize,
+    pub offset: usize,
+    pub cols: usize,
+}
+
+/// Length of [`Backend::patch_alignment`]'s `state` for `batch` images of `patches` patch
+/// tokens of width `e`: `batch·2·e + 2 + batch·patches`.
+pub fn patch_alignment_state_len(batch: usize, patches: usize, e: usize) -> usize {
+    batch * 2 * e + 2 + batch * patches
+}
+
 pub trait Backend: Send + Sync {
     /// A dense `f32` buffer in the backend's memory (owned: no borrowed data inside).
     type Buf: Send + Sync + 'static;
@@ -295,5 +312,92 @@ pub trait Backend: Send + Sync {
         dprobs: &Self::Buf,
         logits: &Self::Buf,
         rows: usize,
+    ) -> Result<()>;
+
+    // ---- Training losses and the optimiser (SPEC §8). ----
+
+    /// Focal loss with its gradient, `p` read through `block` (`p, dp: [rows, stride]`,
+    /// `t: [rows, cols]`, `loss: [1]`): with `p_t = p·t + (1 − p)(1 − t)` (f32, as torch) and
+    /// `BCE = −(t·max(ln p, −100) + (1 − t)·max(ln(1 − p), −100))`,
+    /// `loss[0] = FL = (1/n)·Σ BCE·(1 − p_t)^4` (overwritten) and `dp += weight·∂FL/∂p` on the
+    /// block's elements only, torch's BCE backward `(p − t)/max(p(1 − p), 1e-12)` inside.
+    fn focal_loss(
+        &self,
+        loss: &mut Self::Buf,
+        dp: &mut Self::Buf,
+        p: &Self::Buf,
+        t: &Self::Buf,
+        block: ColumnBlock,
+        weight: f32,
+    ) -> Result<()>;
+
+    /// L1 loss with its gradient, shapes as [`Backend::focal_loss`]:
+    /// `loss[0] = (1/n)·Σ |p − t|`, `dp += weight·sign(p − t)/n` (0 at a tie, as torch).
+    fn l1_loss(
+        &self,
+        loss: &mut Self::Buf,
+        dp: &mut Self::Buf,
+        p: &Self::Buf,
+        t: &Self::Buf,
+        block: ColumnBlock,
+        weight: f32,
+    ) -> Result<()>;
+
+    /// Batch-pooled patch-alignment loss of one token set (SPEC §8, official form).
+    /// `z: [batch, tokens, e]` (token 0 is CLS and is skipped; `ẑ` = patch row / its L2 norm),
+    /// `masks: [batch, tokens − 1]`, `loss: [1]`, `state: [batch·2·e + 2 + batch·(tokens − 1)]`
+    /// (written here, read by [`Backend::patch_alignment_backward`]).
+    /// Label `l = −1` where `M = 0`, else `M`. Per image `sim = ẑ ẑᵀ`, `mask = l lᵀ`; the value
+    /// is `max(0, mean_{mask=−1} sim − mean_{mask=+1} sim)` over all images together, 0 when
+    /// no `M` is 0 anywhere, a mean over no pair being 0. Computed in closed form (no `N x N`
+    /// product): with `a = Σ_{l=1} ẑ`, `n = Σ_{l=−1} ẑ` per image, `Σ_{−1} sim = 2 a·n` over
+    /// `2|A||N|` pairs and `Σ_{+1} sim = a·a + n·n` over `|A|² + |N|²`.
+    /// `state` holds per image `a` then `n` (`[batch, 2, e]`), then `(c₋, c₊)` =
+    /// `(1/count₋, −1/count₊)` (0 for an empty count, both 0 when the value is clamped or 0),
+    /// then every patch row's norm `|z|` (`[batch, tokens − 1]`).
+    #[allow(clippy::too_many_arguments)]
+    fn patch_alignment(
+        &self,
+        loss: &mut Self::Buf,
+        state: &mut Self::Buf,
+        z: &Self::Buf,
+        masks: &Self::Buf,
+        batch: usize,
+        tokens: usize,
+        e: usize,
+    ) -> Result<()>;
+
+    /// Backward of [`Backend::patch_alignment`], accumulated into `dz: [batch, tokens, e]`: for
+    /// a patch row with `l = 1`, `g = 2·weight·(c₋·n + c₊·a)`; with `l = −1`,
+    /// `g = 2·weight·(c₋·a + c₊·n)` (its image's sums); then `dz += (g − <g, ẑ>ẑ)/|z|`. Rows
+    /// with any other label and CLS rows are left as they are.
+    #[allow(clippy::too_many_arguments)]
+    fn patch_alignment_backward(
+        &self,
+        dz: &mut Self::Buf,
+        state: &Self::Buf,
+        z: &Self::Buf,
+        masks: &Self::Buf,
+        batch: usize,
+        tokens: usize,
+        e: usize,
+        weight: f32,
+    ) -> Result<()>;
+
+    /// One Adam update (SPEC §8: betas (0.5, 0.999), eps 1e-8, no weight decay) of
+    /// `param, m, v, grad: [len]`, `step` = t ≥ 1 the number of this update, torch's order in
+    /// f32: `m += (1 − β1)(g − m)`, `v = β2 v + (1 − β2) g²`,
+    /// `param −= lr/(1 − β1^t) · m / (sqrt(v)/sqrt(1 − β2^t) + eps)`, the two bias corrections
+    /// formed in f64 on the host (as torch does with Python floats).
+    #[allow(clippy::too_many_arguments)]
+    fn adam(
+        &self,
+        param: &mut Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        grad: &Self::Buf,
+        len: usize,
+        lr: f32,
+        step: u64,
     ) -> Result<()>;
 }

@@ -3,7 +3,7 @@
 //! is the device's on an asynchronous backend (CUDA) too; the price is that the host no longer
 //! queues the next op while the device runs this one.
 
-use super::{Backend, Epilogue};
+use super::{Backend, ColumnBlock, Epilogue};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -328,6 +328,77 @@ impl<B: Backend> Backend for Profiled<B> {
         self.time("abnormal_probability_backward", 0.0, || {
             self.inner
                 .abnormal_probability_backward(dlogits, dprobs, logits, rows)
+        })
+    }
+    fn focal_loss(
+        &self,
+        loss: &mut Self::Buf,
+        dp: &mut Self::Buf,
+        p: &Self::Buf,
+        t: &Self::Buf,
+        block: ColumnBlock,
+        weight: f32,
+    ) -> Result<()> {
+        self.time("focal_loss", 0.0, || {
+            self.inner.focal_loss(loss, dp, p, t, block, weight)
+        })
+    }
+    fn l1_loss(
+        &self,
+        loss: &mut Self::Buf,
+        dp: &mut Self::Buf,
+        p: &Self::Buf,
+        t: &Self::Buf,
+        block: ColumnBlock,
+        weight: f32,
+    ) -> Result<()> {
+        self.time("l1_loss", 0.0, || {
+            self.inner.l1_loss(loss, dp, p, t, block, weight)
+        })
+    }
+    fn patch_alignment(
+        &self,
+        loss: &mut Self::Buf,
+        state: &mut Self::Buf,
+        z: &Self::Buf,
+        masks: &Self::Buf,
+        batch: usize,
+        tokens: usize,
+        e: usize,
+    ) -> Result<()> {
+        self.time("patch_alignment", 0.0, || {
+            self.inner
+                .patch_alignment(loss, state, z, masks, batch, tokens, e)
+        })
+    }
+    fn patch_alignment_backward(
+        &self,
+        dz: &mut Self::Buf,
+        state: &Self::Buf,
+        z: &Self::Buf,
+        masks: &Self::Buf,
+        batch: usize,
+        tokens: usize,
+        e: usize,
+        weight: f32,
+    ) -> Result<()> {
+        self.time("patch_alignment_backward", 0.0, || {
+            self.inner
+                .patch_alignment_backward(dz, state, z, masks, batch, tokens, e, weight)
+        })
+    }
+    fn adam(
+        &self,
+        param: &mut Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        grad: &Self::Buf,
+        len: usize,
+        lr: f32,
+        step: u64,
+    ) -> Result<()> {
+        self.time("adam", 0.0, || {
+            self.inner.adam(param, m, v, grad, len, lr, step)
         })
     }
 }

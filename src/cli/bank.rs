@@ -2,9 +2,10 @@
 //! `afclip score --bank` and `afclip eval --bank`.
 
 use super::common::{BackendArgs, ModelArgs};
+use crate::backend::Backend;
 use crate::data::inputs::walk_inputs;
 use crate::fewshot::bank::Bank;
-use crate::model::afclip::DEFAULT_IMAGE_SIZE;
+use crate::model::afclip::{AfClip, DEFAULT_IMAGE_SIZE};
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args as ClapArgs, Subcommand};
 use std::path::PathBuf;
@@ -86,18 +87,32 @@ fn build(args: BuildArgs) -> Result<()> {
         layers: args.layers.clone(),
         fixed_prompts: false,
     };
-    let model = model_args.load(args.backend.cpu()?)?;
+    crate::with_backend!(args.backend, |be| write_bank(
+        model_args.load(be)?,
+        &args,
+        &paths,
+        names
+    ))
+}
+
+/// Builds the bank with `model` (on the backend `--device` selected) and writes it.
+fn write_bank<B: Backend>(
+    model: AfClip<B>,
+    args: &BuildArgs,
+    paths: &[PathBuf],
+    names: Vec<String>,
+) -> Result<()> {
     eprintln!(
         "afclip bank build: {} reference images, {}, image size {}, layers {:?}",
         paths.len(),
-        crate::backend::Backend::name(model.backend()),
+        model.backend().name(),
         model.image_size(),
         model.layers()
     );
     let start = Instant::now();
     let bank = Bank::build(
         &model,
-        &paths,
+        paths,
         names,
         &args.model.display().to_string(),
         args.batch_size,

@@ -2,6 +2,7 @@
 //! auxiliary set) with CLIP frozen, and writes the head.
 
 use super::common::BackendArgs;
+use crate::backend::Backend;
 use crate::data::layouts::{load_dataset, Category, DatasetKind};
 use crate::model::afclip::{default_layers, DEFAULT_IMAGE_SIZE, WINDOWS};
 use crate::model::checkpoint::{find_weights, Checkpoint};
@@ -157,14 +158,34 @@ pub fn run(args: Args) -> Result<()> {
         adaptor: !args.no_adaptor,
         prompts: head.prompts,
     };
-    let be = args.backend.cpu()?;
-    let model = TrainModel::new(
-        args.backend.cpu()?,
+    crate::with_backend!(args.backend, |be| fit(
+        be,
+        &args,
         &ckpt,
         &tokenizer,
-        args.image_size,
+        samples,
+        &layers,
         opts,
-    )?;
+        head,
+        &categories
+    ))
+}
+
+/// The training run on the backend `--device` selected (vision features and steps alike).
+#[allow(clippy::too_many_arguments)]
+fn fit<B: Backend>(
+    be: B,
+    args: &Args,
+    ckpt: &Checkpoint,
+    tokenizer: &ClipTokenizer,
+    samples: Vec<TrainSample>,
+    layers: &[usize],
+    opts: StepOptions,
+    mut head: Head,
+    categories: &[Category],
+) -> Result<()> {
+    let model = TrainModel::new(be, ckpt, tokenizer, args.image_size, opts)?;
+    let be = model.backend();
     let spill = args.cache_dir.clone().unwrap_or_else(|| {
         args.out
             .parent()
@@ -172,11 +193,11 @@ pub fn run(args: Args) -> Result<()> {
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     });
     let mut cache = FeatureCache::with_precision(
-        &be,
-        &ckpt,
+        be,
+        ckpt,
         samples,
         args.image_size,
-        &layers,
+        layers,
         args.cache_ram_mb.saturating_mul(1 << 20),
         &spill,
         args.cache_precision,

@@ -1,24 +1,17 @@
-//! The training losses of SPEC §8, each returning its value and its gradient with respect to
-//! its input, on the host (they touch `batch x (1 + g²)` probabilities and, for the
-//! patch-alignment loss, per-image sums of `e`-vectors).
+//! The training losses of SPEC §8 on host slices, and the ground-truth masks.
 //!
-//! - Focal loss `FL(p, t) = mean(BCE(p, t)·(1 − p_t)^γ)`, `p_t = p·t + (1 − p)(1 − t)`, γ = 4,
-//!   `BCE = −(t·max(ln p, −100) + (1 − t)·max(ln(1 − p), −100))` as torch computes it; the
-//!   gradient uses torch's BCE backward `(p − t) / max(p(1 − p), 1e-12)`.
-//! - L1: `mean |p − t|`, gradient `sign(p − t)/n` (0 at a tie, as torch).
-//! - Patch-alignment loss (official, batch-pooled): see [`PatchAlignment`].
-//! - Ground truth: the `S x S` mask bilinearly downsampled to `g x g` (align_corners = false,
-//!   no antialias), then `< 0.5 → 0`, `> 0.5 → 1`, exactly 0.5 kept.
+//! The losses themselves are backend ops (`focal_loss`, `l1_loss`,
+//! `patch_alignment` of [`crate::backend::Backend`]) whose reference is the CPU backend
+//! (`src/backend/cpu/loss.rs`, with the math); [`focal_loss`] and [`l1_loss`] run that
+//! reference on host slices for callers outside a training step.
+//!
+//! Ground truth: the `S x S` mask bilinearly downsampled to `g x g` (align_corners = false, no
+//! antialias), then `< 0.5 → 0`, `> 0.5 → 1`, exactly 0.5 kept.
 
+use crate::backend::cpu::loss;
+use crate::backend::ColumnBlock;
 use crate::model::pos_embed::bilinear_taps;
 use anyhow::{ensure, Result};
-
-/// Focal-loss exponent γ.
-pub const FOCAL_GAMMA: i32 = 4;
-/// torch's clamp of each BCE log term.
-const LOG_CLAMP: f64 = -100.0;
-/// torch's floor of `p(1 − p)` in the BCE backward.
-const BCE_GRAD_EPS: f64 = 1e-12;
 
 /// A loss value and `∂loss/∂input`, one per input element.
 pub struct LossGrad {
@@ -26,69 +19,37 @@ pub struct LossGrad {
     pub grad: Vec<f32>,
 }
 
-fn check_pair(what: &str, p: &[f32], t: &[f32]) -> Result<()> {
+type LossOp = fn(&mut [f32], &mut [f32], &[f32], &[f32], ColumnBlock, f32) -> Result<()>;
+
+fn host_loss(what: &str, op: LossOp, p: &[f32], t: &[f32]) -> Result<LossGrad> {
     ensure!(
         p.len() == t.len() && !p.is_empty(),
         "{what}: {} predictions and {} targets (need equal, non-zero counts)",
         p.len(),
         t.len()
     );
-    Ok(())
-}
-
-/// `FL(p, t)`, mean over the elements.
-pub fn focal_loss(p: &[f32], t: &[f32]) -> Result<LossGrad> {
-    check_pair("focal loss", p, t)?;
-    let n = p.len() as f64;
-    let mut value = 0.0;
-    let grad = p
-        .iter()
-        .zip(t)
-        .map(|(&p, &t)| {
-            let (p32, t32) = (p, t);
-            let (p, t) = (f64::from(p), f64::from(t));
-            let bce = -(t * p.ln().max(LOG_CLAMP) + (1.0 - t) * (1.0 - p).ln().max(LOG_CLAMP));
-            // p_t and 1 − p_t as torch forms them in f32.
-            let pt = f64::from(p32 * t32 + (1.0 - p32) * (1.0 - t32));
-            let w = (1.0 - pt).powi(FOCAL_GAMMA);
-            value += bce * w;
-            let dbce = (p - t) / (p * (1.0 - p)).max(BCE_GRAD_EPS);
-            let dw = -f64::from(FOCAL_GAMMA) * (1.0 - pt).powi(FOCAL_GAMMA - 1) * (2.0 * t - 1.0);
-            ((dbce * w + bce * dw) / n) as f32
-        })
-        .collect();
+    let block = ColumnBlock {
+        rows: 1,
+        stride: p.len(),
+        offset: 0,
+        cols: p.len(),
+    };
+    let (mut value, mut grad) = ([0f32], vec![0f32; p.len()]);
+    op(&mut value, &mut grad, p, t, block, 1.0)?;
     Ok(LossGrad {
-        value: value / n,
+        value: f64::from(value[0]),
         grad,
     })
 }
 
+/// `FL(p, t)`, mean over the elements.
+pub fn focal_loss(p: &[f32], t: &[f32]) -> Result<LossGrad> {
+    host_loss("focal loss", loss::focal_loss, p, t)
+}
+
 /// `mean |p − t|`.
 pub fn l1_loss(p: &[f32], t: &[f32]) -> Result<LossGrad> {
-    check_pair("L1 loss", p, t)?;
-    let n = p.len() as f64;
-    let value = p
-        .iter()
-        .zip(t)
-        .map(|(&a, &b)| f64::from((a - b).abs()))
-        .sum::<f64>()
-        / n;
-    let grad = p
-        .iter()
-        .zip(t)
-        .map(|(&a, &b)| {
-            let d = a - b;
-            let s = if d > 0.0 {
-                1.0
-            } else if d < 0.0 {
-                -1.0
-            } else {
-                0.0
-            };
-            (s / n) as f32
-        })
-        .collect();
-    Ok(LossGrad { value, grad })
+    host_loss("L1 loss", loss::l1_loss, p, t)
 }
 
 /// The `S x S` mask `[side²]` downsampled to the patch grid `[grid²]` and binarised
@@ -119,137 +80,22 @@ pub fn downsample_mask(mask: &[f32], side: usize, grid: usize) -> Result<Vec<f32
     Ok(out)
 }
 
-/// The batch-pooled patch-alignment loss of one token set (SPEC §8), in closed form.
-///
-/// Patch label `l = −1` where `M = 0`, else `M` (1, or an exact 0.5). With `sim = ẑ ẑᵀ` per
-/// image, the pairs with `l_i l_j = −1` are the (anomalous, normal) pairs and those with
-/// `l_i l_j = +1` the same-class pairs, so with `a = Σ_{l=1} ẑ`, `n = Σ_{l=−1} ẑ` per image:
-/// `Σ_{−1} sim = 2·a·n` (count `2|A||N|`) and `Σ_{+1} sim = a·a + n·n` (count `|A|² + |N|²`),
-/// summed over the batch. Value `max(0, mean_{−1} − mean_{+1})`; 0 when no `M` is 0 anywhere
-/// in the batch; the `−1` term is 0 when no pair has it.
-pub struct PatchAlignment {
-    pub value: f64,
-    /// Per image: `(a, n)` sums, `[e]` each, in f64.
-    sums: Vec<(Vec<f64>, Vec<f64>)>,
-    /// `∂value/∂mean_{−1}` divided by its count, and `∂value/∂mean_{+1}` by its count (0 when
-    /// the value is clamped).
-    coef: (f64, f64),
-}
-
-/// `l = −1` where `M = 0`, else `M`.
-fn patch_label(m: f32) -> f32 {
-    if m == 0.0 {
-        -1.0
-    } else {
-        m
-    }
-}
-
-impl PatchAlignment {
-    /// `zn: [batch, patches, e]` L2-normalised patch tokens, `masks: [batch, patches]`.
-    pub fn new(zn: &[f32], masks: &[f32], batch: usize, e: usize) -> Result<Self> {
-        ensure!(
-            batch > 0 && masks.len().is_multiple_of(batch) && zn.len() == masks.len() * e,
-            "patch alignment: {} token values and {} mask values for {batch} images of width {e}",
-            zn.len(),
-            masks.len()
-        );
-        let patches = masks.len() / batch;
-        let mut sums = Vec::with_capacity(batch);
-        let (mut neg_sum, mut neg_count, mut pos_sum, mut pos_count) = (0.0, 0.0, 0.0, 0.0);
-        for (zb, mb) in zn
-            .chunks_exact(patches * e)
-            .zip(masks.chunks_exact(patches))
-        {
-            let (mut a, mut n) = (vec![0f64; e], vec![0f64; e]);
-            let (mut na, mut nn) = (0.0, 0.0);
-            for (z, &m) in zb.chunks_exact(e).zip(mb) {
-                let l = patch_label(m);
-                let (acc, cnt) = if l == 1.0 {
-                    (&mut a, &mut na)
-                } else if l == -1.0 {
-                    (&mut n, &mut nn)
-                } else {
-                    continue;
-                };
-                *cnt += 1.0;
-                acc.iter_mut().zip(z).for_each(|(s, &v)| *s += f64::from(v));
-            }
-            let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(u, v)| u * v).sum::<f64>();
-            neg_sum += 2.0 * dot(&a, &n);
-            neg_count += 2.0 * na * nn;
-            pos_sum += dot(&a, &a) + dot(&n, &n);
-            pos_count += na * na + nn * nn;
-            sums.push((a, n));
-        }
-        let any_zero = masks.contains(&0.0);
-        let neg_mean = if neg_count > 0.0 {
-            neg_sum / neg_count
-        } else {
-            0.0
-        };
-        let pos_mean = if pos_count > 0.0 {
-            pos_sum / pos_count
-        } else {
-            0.0
-        };
-        let raw = neg_mean - pos_mean;
-        let (value, coef) = if !any_zero || raw < 0.0 {
-            (0.0, (0.0, 0.0))
-        } else {
-            let cn = if neg_count > 0.0 {
-                1.0 / neg_count
-            } else {
-                0.0
-            };
-            let cp = if pos_count > 0.0 {
-                -1.0 / pos_count
-            } else {
-                0.0
-            };
-            (raw, (cn, cp))
-        };
-        Ok(Self { value, sums, coef })
-    }
-
-    /// `∂(weight·value)/∂ẑ` for every patch token, `[batch, patches, e]` (zero for tokens
-    /// whose label is neither −1 nor 1).
-    pub fn grad(&self, masks: &[f32], e: usize, weight: f64) -> Vec<f32> {
-        let batch = self.sums.len();
-        let patches = masks.len() / batch.max(1);
-        let (cn, cp) = (self.coef.0 * weight, self.coef.1 * weight);
-        let mut out = vec![0f32; masks.len() * e];
-        if cn == 0.0 && cp == 0.0 {
-            return out;
-        }
-        for ((ob, mb), (a, n)) in out
-            .chunks_exact_mut(patches * e)
-            .zip(masks.chunks_exact(patches))
-            .zip(&self.sums)
-        {
-            // d(2 a·n)/dẑ_i = 2n for i in A, 2a for i in N; d(a·a + n·n)/dẑ_i = 2a or 2n.
-            for (o, &m) in ob.chunks_exact_mut(e).zip(mb) {
-                let l = patch_label(m);
-                let (cross, same) = if l == 1.0 {
-                    (n, a)
-                } else if l == -1.0 {
-                    (a, n)
-                } else {
-                    continue;
-                };
-                for ((g, &c), &s) in o.iter_mut().zip(cross).zip(same) {
-                    *g = (2.0 * (cn * c + cp * s)) as f32;
-                }
-            }
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cpu::loss::alignment_state_layout;
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::Backend;
     use crate::rng::Rng;
+
+    /// `l = −1` where `M = 0`, else `M`.
+    fn patch_label(m: f32) -> f32 {
+        if m == 0.0 {
+            -1.0
+        } else {
+            m
+        }
+    }
 
     /// The patch-alignment value by its definition: every pair of every image.
     fn pal_bruteforce(zn: &[f32], masks: &[f32], batch: usize, e: usize) -> f64 {
@@ -281,6 +127,63 @@ mod tests {
         (neg - pos).max(0.0)
     }
 
+    /// `[batch, 1 + p, e]` tokens (a random CLS row first) whose patch rows have random norms
+    /// and the unit directions of `zn: [batch, p, e]`.
+    fn with_cls(rng: &mut Rng, zn: &[f32], batch: usize, e: usize) -> Vec<f32> {
+        let p = zn.len() / (batch * e);
+        let mut z = Vec::with_capacity(batch * (1 + p) * e);
+        for img in zn.chunks_exact(p * e) {
+            z.extend((0..e).map(|_| rng.normal()));
+            for row in img.chunks_exact(e) {
+                let s = 0.5 + rng.uniform() as f32;
+                z.extend(row.iter().map(|v| v * s));
+            }
+        }
+        z
+    }
+
+    /// The backend op on `z: [batch, 1 + p, e]`: `(value, dz)` for a weight of 1.
+    fn pal_op(z: &[f32], masks: &[f32], batch: usize, e: usize) -> (f64, Vec<f32>) {
+        let be = CpuBackend::new(Some(1)).unwrap();
+        let tokens = z.len() / (batch * e);
+        let (len, _, _) = alignment_state_layout(batch, tokens - 1, e);
+        let (mut value, mut state, mut dz) = (vec![0f32], vec![0f32; len], vec![0f32; z.len()]);
+        be.patch_alignment(
+            &mut value,
+            &mut state,
+            &z.to_vec(),
+            &masks.to_vec(),
+            batch,
+            tokens,
+            e,
+        )
+        .unwrap();
+        be.patch_alignment_backward(
+            &mut dz,
+            &state,
+            &z.to_vec(),
+            &masks.to_vec(),
+            batch,
+            tokens,
+            e,
+            1.0,
+        )
+        .unwrap();
+        (f64::from(value[0]), dz)
+    }
+
+    /// `z` with its patch rows L2-normalised and CLS dropped.
+    fn normalised(z: &[f32], batch: usize, e: usize) -> Vec<f32> {
+        let tokens = z.len() / (batch * e);
+        z.chunks_exact(tokens * e)
+            .flat_map(|img| img[e..].chunks_exact(e))
+            .flat_map(|r| {
+                let n = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+                r.iter().map(move |v| v / n)
+            })
+            .collect()
+    }
+
     fn unit_rows(rng: &mut Rng, rows: usize, e: usize) -> Vec<f32> {
         let mut z: Vec<f32> = (0..rows * e).map(|_| rng.normal()).collect();
         for r in z.chunks_exact_mut(e) {
@@ -303,20 +206,31 @@ mod tests {
             })
             .collect();
         let zn = unit_rows(&mut rng, batch * p, e);
-        let pal = PatchAlignment::new(&zn, &masks, batch, e).unwrap();
+        let z = with_cls(&mut rng, &zn, batch, e);
+        let (value, _) = pal_op(&z, &masks, batch, e);
         let want = pal_bruteforce(&zn, &masks, batch, e);
-        assert!((pal.value - want).abs() < 1e-6, "{} vs {want}", pal.value);
+        assert!((value - want).abs() < 1e-6, "{value} vs {want}");
         // No zero anywhere: 0. All normal: no −1 pair, the value is −mean(+1) → clamped to 0.
         let ones = vec![1.0; batch * p];
-        assert_eq!(
-            PatchAlignment::new(&zn, &ones, batch, e).unwrap().value,
-            0.0
-        );
+        assert_eq!(pal_op(&z, &ones, batch, e).0, 0.0);
         let zeros = vec![0.0; batch * p];
-        let all_normal = PatchAlignment::new(&zn, &zeros, batch, e).unwrap();
-        assert_eq!(all_normal.value, 0.0);
-        assert!(all_normal.grad(&zeros, e, 1.0).iter().all(|&g| g == 0.0));
-        assert!(PatchAlignment::new(&zn, &masks[1..], batch, e).is_err());
+        let (all_normal, dz) = pal_op(&z, &zeros, batch, e);
+        assert_eq!(all_normal, 0.0);
+        assert!(dz.iter().all(|&g| g == 0.0));
+        let be = CpuBackend::new(Some(1)).unwrap();
+        let (len, _, _) = alignment_state_layout(batch, p, e);
+        let err = be
+            .patch_alignment(
+                &mut vec![0.0],
+                &mut vec![0.0; len],
+                &z,
+                &masks[1..].to_vec(),
+                batch,
+                p + 1,
+                e,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("masks"), "{err}");
     }
 
     #[test]
@@ -328,25 +242,27 @@ mod tests {
             0.0, 0.0, 0.0, 1.0, 0.0, 0.0,
         ];
         // Search a draw whose value is not clamped.
-        let mut zn = unit_rows(&mut rng, batch * p, e);
-        while PatchAlignment::new(&zn, &masks, batch, e).unwrap().value <= 0.0 {
-            zn = unit_rows(&mut rng, batch * p, e);
+        let draw = |rng: &mut Rng| {
+            let zn = unit_rows(rng, batch * p, e);
+            with_cls(rng, &zn, batch, e)
+        };
+        let mut z = draw(&mut rng);
+        while pal_op(&z, &masks, batch, e).0 <= 0.0 {
+            z = draw(&mut rng);
         }
-        let pal = PatchAlignment::new(&zn, &masks, batch, e).unwrap();
-        let g = pal.grad(&masks, e, 1.0);
+        let (_, dz) = pal_op(&z, &masks, batch, e);
+        let f = |z: &[f32]| pal_bruteforce(&normalised(z, batch, e), &masks, batch, e);
         let h = 1e-3f32;
-        for i in 0..zn.len() {
-            let mut zp = zn.clone();
+        for i in 0..z.len() {
+            let mut zp = z.clone();
             zp[i] += h;
-            let mut zm = zn.clone();
+            let mut zm = z.clone();
             zm[i] -= h;
-            let fd = (pal_bruteforce(&zp, &masks, batch, e)
-                - pal_bruteforce(&zm, &masks, batch, e))
-                / (2.0 * f64::from(h));
+            let fd = (f(&zp) - f(&zm)) / (2.0 * f64::from(h));
             assert!(
-                (fd - f64::from(g[i])).abs() < 1e-3,
+                (fd - f64::from(dz[i])).abs() < 1e-3,
                 "element {i}: {fd} vs {}",
-                g[i]
+                dz[i]
             );
         }
     }
@@ -367,7 +283,12 @@ mod tests {
             .map(|(&a, &b)| by_hand(f64::from(a), f64::from(b)))
             .sum::<f64>()
             / 5.0;
-        assert!((fl.value - want).abs() < 1e-9, "{} vs {want}", fl.value);
+        // The value comes back as f32.
+        assert!(
+            (fl.value - want).abs() < 1e-7 * want,
+            "{} vs {want}",
+            fl.value
+        );
         // p = 1, t = 0: BCE is clamped at 100 and the weight is 1.
         assert!(want > 100.0 / 5.0 - 1e-6);
         for i in 0..3 {

@@ -1,20 +1,68 @@
-//! Adam (SPEC §8): betas (0.5, 0.999), eps 1e-8, no weight decay, torch's update order:
+//! Adam (SPEC §8): betas (0.5, 0.999), eps 1e-8, no weight decay, torch's update order in
+//! f32 — the backend op [`Backend::adam`] (math in `src/backend/cpu/adam.rs`).
 //!
-//! ```text
-//! m += (1 − β1)·(g − m),     v = β2·v + (1 − β2)·g²
-//! p −= lr / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
-//! ```
-//!
-//! in f32 like torch's single-tensor CPU path. The moments are saved with a checkpoint so that
-//! `--resume` continues exactly.
+//! [`Adam`] keeps the moments on the host, shaped like the head (checkpoints, tests);
+//! [`DeviceAdam`] keeps parameters and moments in the backend's memory for the training loop,
+//! in the [`grouped`] layout the step's gradients come in. The moments are saved with a
+//! checkpoint so that `--resume` continues exactly.
 
 use super::params::{tensors, tensors_mut};
+use crate::backend::cpu::adam::adam;
+use crate::backend::Backend;
 use crate::model::head::Head;
 use anyhow::{ensure, Result};
 
-pub const BETA1: f32 = 0.5;
-pub const BETA2: f32 = 0.999;
-pub const EPS: f32 = 1e-8;
+pub use crate::backend::cpu::adam::{BETA1, BETA2, EPS};
+
+/// Tensors of [`grouped`].
+pub const GROUPS: usize = 6;
+
+/// The trainable tensors as the training step produces their gradients: prompt, norm weight
+/// and bias, `[q; k; v]` as one `[3·512, d]` block, out weight, out bias.
+pub fn grouped(h: &Head) -> [Vec<f32>; GROUPS] {
+    let qkv = [h.to_q.as_slice(), &h.to_k, &h.to_v].concat();
+    [
+        h.prompt.clone(),
+        h.norm_w.clone(),
+        h.norm_b.clone(),
+        qkv,
+        h.to_out_w.clone(),
+        h.to_out_b.clone(),
+    ]
+}
+
+/// Writes [`grouped`] tensors back into `h` (whose shapes they must have).
+pub fn ungroup(h: &mut Head, g: [Vec<f32>; GROUPS]) -> Result<()> {
+    let [prompt, norm_w, norm_b, qkv, out_w, out_b] = g;
+    let (q, k) = (h.to_q.len(), h.to_k.len());
+    ensure!(
+        qkv.len() == q + k + h.to_v.len(),
+        "training: a q/k/v gradient of {} values for a head of {} + {} + {}",
+        qkv.len(),
+        q,
+        k,
+        h.to_v.len()
+    );
+    for (dst, src) in [
+        (&mut h.prompt, prompt),
+        (&mut h.norm_w, norm_w),
+        (&mut h.norm_b, norm_b),
+        (&mut h.to_out_w, out_w),
+        (&mut h.to_out_b, out_b),
+    ] {
+        ensure!(
+            dst.len() == src.len(),
+            "training: a tensor of {} values for a head tensor of {}",
+            src.len(),
+            dst.len()
+        );
+        *dst = src;
+    }
+    h.to_q.copy_from_slice(&qkv[..q]);
+    h.to_k.copy_from_slice(&qkv[q..q + k]);
+    h.to_v.copy_from_slice(&qkv[q + k..]);
+    Ok(())
+}
 
 pub struct Adam {
     pub lr: f32,
@@ -35,32 +83,86 @@ impl Adam {
         }
     }
 
-    /// One update of every parameter of `head` with `grads`.
+    /// One update of every parameter of `head` with `grads`, on the host.
     pub fn update(&mut self, head: &mut Head, grads: &Head) -> Result<()> {
         self.step += 1;
-        // Bias corrections in f64, as torch computes them with Python floats.
-        let t = self.step as i32;
-        let bc1 = 1.0 - f64::from(BETA1).powi(t);
-        let bc2 = 1.0 - f64::from(BETA2).powi(t);
-        let step_size = (f64::from(self.lr) / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
         let params = tensors_mut(head);
         let ms = tensors_mut(&mut self.m);
         let vs = tensors_mut(&mut self.v);
         for (((p, g), m), v) in params.into_iter().zip(tensors(grads)).zip(ms).zip(vs) {
-            ensure!(
-                p.len() == g.len() && p.len() == m.len() && p.len() == v.len(),
-                "adam: parameter of {} values got a gradient of {}",
-                p.len(),
-                g.len()
-            );
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                *m += (1.0 - BETA1) * (g - *m);
-                *v = BETA2 * *v + (1.0 - BETA2) * g * g;
-                let denom = v.sqrt() / bc2_sqrt + EPS;
-                *p -= step_size * (*m / denom);
-            }
+            let len = p.len();
+            adam(p, m, v, g, len, self.lr, self.step)?;
         }
         Ok(())
+    }
+}
+
+/// Parameters and Adam moments in the backend's memory, in the [`grouped`] layout.
+pub struct DeviceAdam<B: Backend> {
+    pub lr: f32,
+    /// Steps taken so far.
+    pub step: u64,
+    params: Vec<B::Buf>,
+    m: Vec<B::Buf>,
+    v: Vec<B::Buf>,
+}
+
+fn upload_grouped<B: Backend>(be: &B, h: &Head) -> Result<Vec<B::Buf>> {
+    grouped(h).iter().map(|t| be.upload(t)).collect()
+}
+
+fn download_grouped<B: Backend>(be: &B, bufs: &[B::Buf], into: &mut Head) -> Result<()> {
+    let host: Vec<Vec<f32>> = bufs.iter().map(|b| be.download(b)).collect::<Result<_>>()?;
+    let host: [Vec<f32>; GROUPS] = host
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("training: expected {GROUPS} parameter tensors"))?;
+    ungroup(into, host)
+}
+
+impl<B: Backend> DeviceAdam<B> {
+    /// `head` and the state of `adam` uploaded.
+    pub fn upload(be: &B, head: &Head, adam: &Adam) -> Result<Self> {
+        Ok(Self {
+            lr: adam.lr,
+            step: adam.step,
+            params: upload_grouped(be, head)?,
+            m: upload_grouped(be, &adam.m)?,
+            v: upload_grouped(be, &adam.v)?,
+        })
+    }
+
+    /// One update of every parameter with `grads` ([`grouped`] layout, in the backend).
+    pub fn update(&mut self, be: &B, grads: &[B::Buf]) -> Result<()> {
+        ensure!(
+            grads.len() == GROUPS,
+            "adam: {} gradient tensors for {GROUPS} parameter tensors",
+            grads.len()
+        );
+        self.step += 1;
+        for (((p, m), v), g) in self
+            .params
+            .iter_mut()
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+            .zip(grads)
+        {
+            let len = be.buf_len(p);
+            be.adam(p, m, v, g, len, self.lr, self.step)?;
+        }
+        Ok(())
+    }
+
+    /// The parameters, written into `head`.
+    pub fn download_params(&self, be: &B, head: &mut Head) -> Result<()> {
+        download_grouped(be, &self.params, head)
+    }
+
+    /// The host [`Adam`] with this state (moments shaped like `like`), for a checkpoint.
+    pub fn download_state(&self, be: &B, like: &Head) -> Result<Adam> {
+        let mut adam = Adam::new(self.lr, like);
+        adam.step = self.step;
+        download_grouped(be, &self.m, &mut adam.m)?;
+        download_grouped(be, &self.v, &mut adam.v)?;
+        Ok(adam)
     }
 }

@@ -14,16 +14,16 @@
 //! prompts the text features are computed once, when the model is built, and `dP = 0`.
 
 use super::adaptor::{AdaptorActs, AdaptorParams, PostProj};
-use super::losses::{focal_loss, l1_loss, PatchAlignment};
+use super::optim::{ungroup, GROUPS};
 use super::params::zeros_like;
 use super::text::TrainText;
-use crate::backend::Backend;
+use crate::backend::{patch_alignment_state_len, Backend, ColumnBlock};
 use crate::model::afclip::{AGGREGATION_SIGMA, TEMPERATURE, WINDOWS};
 use crate::model::checkpoint::Checkpoint;
-use crate::model::head::{Head, Prompts, ADAPTOR_INNER, PROMPT_LEN};
+use crate::model::head::{Head, Prompts, PROMPT_LEN};
 use crate::model::text::sentence_ids;
 use crate::model::tokenizer::ClipTokenizer;
-use anyhow::{ensure, Result};
+use anyhow::{anyhow, ensure, Result};
 
 /// Loss weights λ1 (patch focal + L1) and λ2 (patch alignment), SPEC §8.
 pub const LAMBDA_PATCH: f64 = 1.0;
@@ -115,7 +115,8 @@ impl<B: Backend> SetZ<B> {
 struct SetState<B: Backend> {
     c: Option<B::Buf>,
     acts: SetZ<B>,
-    alignment: Option<(PatchAlignment, Vec<f32>)>,
+    /// `(loss, state)` of [`Backend::patch_alignment`].
+    alignment: Option<(B::Buf, B::Buf)>,
 }
 
 impl<B: Backend> TrainModel<B> {
@@ -176,6 +177,22 @@ impl<B: Backend> TrainModel<B> {
 
     /// Loss and gradients of `head` on `batch`.
     pub fn step(&self, head: &Head, batch: &Batch) -> Result<StepOutput> {
+        let (losses, grads) = self.step_grads(head, batch)?;
+        let host: Vec<Vec<f32>> = grads
+            .iter()
+            .map(|g| self.be.download(g))
+            .collect::<Result<_>>()?;
+        let host: [Vec<f32>; GROUPS] = host
+            .try_into()
+            .map_err(|_| anyhow!("training step: expected {GROUPS} gradient tensors"))?;
+        let mut out = zeros_like(head);
+        ungroup(&mut out, host)?;
+        Ok(StepOutput { losses, grads: out })
+    }
+
+    /// [`TrainModel::step`] with the gradients left in the backend's memory, in
+    /// [`super::optim::grouped`] order; only the loss terms are downloaded.
+    pub fn step_grads(&self, head: &Head, batch: &Batch) -> Result<(Losses, Vec<B::Buf>)> {
         let be = &self.be;
         let (bsz, d, g2) = (batch.size, self.width, self.grid * self.grid);
         let e = self.post.embed();
@@ -213,6 +230,8 @@ impl<B: Backend> TrainModel<B> {
         let n_sets = batch.features.len() * self.opts.windows.len();
         let align = self.opts.align_weight;
 
+        let masks = be.upload(&batch.masks)?;
+
         // Forward: every set's activations, the summed logits, the alignment terms.
         let mut logits = be.zeros(rows * 2)?;
         let mut sets: Vec<SetState<B>> = Vec::with_capacity(n_sets);
@@ -239,11 +258,10 @@ impl<B: Backend> TrainModel<B> {
                 };
                 be.state_logits(&mut logits, acts.z(), &text, rows, e, 1.0 / TEMPERATURE)?;
                 let alignment_terms = if align != 0.0 {
-                    let z = be.download(acts.z())?;
-                    let zn = normalised_patches(&z, bsz, tokens, e);
-                    let pal = PatchAlignment::new(&zn, &batch.masks, bsz, e)?;
-                    alignment += pal.value / n_sets as f64;
-                    Some((pal, z))
+                    let mut loss = be.zeros(1)?;
+                    let mut state = be.zeros(patch_alignment_state_len(bsz, g2, e))?;
+                    be.patch_alignment(&mut loss, &mut state, acts.z(), &masks, bsz, tokens, e)?;
+                    Some((loss, state))
                 } else {
                     None
                 };
@@ -256,33 +274,39 @@ impl<B: Backend> TrainModel<B> {
         }
         let mut probs = be.zeros(rows)?;
         be.abnormal_probability(&mut probs, &logits, rows)?;
-        let probs = be.download(&probs)?;
 
-        // Losses and ∂L/∂p.
-        let image: Vec<f32> = probs.chunks_exact(tokens).map(|p| p[0]).collect();
-        let patch: Vec<f32> = probs
-            .chunks_exact(tokens)
-            .flat_map(|p| p[1..].iter().copied())
-            .collect();
-        let fl_image = focal_loss(&image, &batch.labels)?;
-        let fl_patch = focal_loss(&patch, &batch.masks)?;
-        let l1 = l1_loss(&patch, &batch.masks)?;
+        // Losses and ∂L/∂p: the image probability is column 0 of `probs: [batch, tokens]`,
+        // the patch probabilities columns 1..tokens.
+        let image = ColumnBlock {
+            rows: bsz,
+            stride: tokens,
+            offset: 0,
+            cols: 1,
+        };
+        let patch = ColumnBlock {
+            offset: 1,
+            cols: g2,
+            ..image
+        };
+        let labels = be.upload(&batch.labels)?;
+        let mut dprobs = be.zeros(rows)?;
+        let mut terms: Vec<B::Buf> = (0..3).map(|_| be.zeros(1)).collect::<Result<_>>()?;
+        be.focal_loss(&mut terms[0], &mut dprobs, &probs, &labels, image, 1.0)?;
+        let lambda = LAMBDA_PATCH as f32;
+        be.focal_loss(&mut terms[1], &mut dprobs, &probs, &masks, patch, lambda)?;
+        be.l1_loss(&mut terms[2], &mut dprobs, &probs, &masks, patch, lambda)?;
+        let scalar = |b: &B::Buf| -> Result<f64> { Ok(f64::from(be.download(b)?[0])) };
+        let [fl_image, fl_patch, l1] = [scalar(&terms[0])?, scalar(&terms[1])?, scalar(&terms[2])?];
+        for (loss, _) in sets.iter().filter_map(|s| s.alignment.as_ref()) {
+            alignment += scalar(loss)? / n_sets as f64;
+        }
         let losses = Losses {
-            total: fl_image.value + LAMBDA_PATCH * (fl_patch.value + l1.value) + align * alignment,
-            image_focal: fl_image.value,
-            patch_focal: fl_patch.value,
-            patch_l1: l1.value,
+            total: fl_image + LAMBDA_PATCH * (fl_patch + l1) + align * alignment,
+            image_focal: fl_image,
+            patch_focal: fl_patch,
+            patch_l1: l1,
             alignment,
         };
-        let mut dprobs = vec![0f32; rows];
-        for (b, dp) in dprobs.chunks_exact_mut(tokens).enumerate() {
-            dp[0] = fl_image.grad[b];
-            for (i, v) in dp[1..].iter_mut().enumerate() {
-                let k = b * g2 + i;
-                *v = (LAMBDA_PATCH * f64::from(fl_patch.grad[k] + l1.grad[k])) as f32;
-            }
-        }
-        let dprobs = be.upload(&dprobs)?;
         let mut dlogits = be.zeros(rows * 2)?;
         be.abnormal_probability_backward(&mut dlogits, &dprobs, &logits, rows)?;
 
@@ -291,14 +315,20 @@ impl<B: Backend> TrainModel<B> {
         let mut dtext = be.zeros(2 * e)?;
         let set_layers = self.opts.windows.len();
         for (k, set) in sets.iter().enumerate() {
-            let dz_host = match &set.alignment {
-                Some((pal, z)) => {
-                    let dzn = pal.grad(&batch.masks, e, align / n_sets as f64);
-                    alignment_dz(&dzn, z, bsz, tokens, e)
-                }
-                None => vec![0f32; rows * e],
-            };
-            let mut dz = be.upload(&dz_host)?;
+            let mut dz = be.zeros(rows * e)?;
+            if let Some((_, state)) = &set.alignment {
+                let weight = (align / n_sets as f64) as f32;
+                be.patch_alignment_backward(
+                    &mut dz,
+                    state,
+                    set.acts.z(),
+                    &masks,
+                    bsz,
+                    tokens,
+                    e,
+                    weight,
+                )?;
+            }
             be.state_logits_backward(
                 &mut dz,
                 &mut dtext,
@@ -315,51 +345,20 @@ impl<B: Backend> TrainModel<B> {
                 params.backward(be, &self.post, acts, c, &dz, bsz, tokens, &mut grads)?;
             }
         }
-        let mut out = zeros_like(head);
-        if let (TextSide::Learned(tower), Some(acts)) = (&self.text, &text_acts) {
-            out.prompt = tower.backward(be, acts, &be.download(&dtext)?)?;
-        }
-        out.norm_w = be.download(&grads.norm_w)?;
-        out.norm_b = be.download(&grads.norm_b)?;
-        let qkv = be.download(&grads.qkv)?;
-        let part = ADAPTOR_INNER * d;
-        out.to_q = qkv[..part].to_vec();
-        out.to_k = qkv[part..2 * part].to_vec();
-        out.to_v = qkv[2 * part..].to_vec();
-        out.to_out_w = be.download(&grads.out)?;
-        out.to_out_b = be.download(&grads.out_b)?;
-        Ok(StepOutput { losses, grads: out })
-    }
-}
-
-/// The patch tokens of `z: [batch, tokens, e]`, each divided by its norm: `[batch, g², e]`.
-fn normalised_patches(z: &[f32], batch: usize, tokens: usize, e: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(batch * (tokens - 1) * e);
-    for img in z.chunks_exact(tokens * e) {
-        for row in img[e..].chunks_exact(e) {
-            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-            out.extend(row.iter().map(|v| v / norm));
-        }
-    }
-    out
-}
-
-/// `∂L/∂z` `[batch, tokens, e]` from `∂L/∂ẑ` of the patch tokens: `(g − <g, ẑ>ẑ)/|z|`, zero
-/// for CLS.
-fn alignment_dz(dzn: &[f32], z: &[f32], batch: usize, tokens: usize, e: usize) -> Vec<f32> {
-    let mut out = vec![0f32; batch * tokens * e];
-    let patches = tokens - 1;
-    for b in 0..batch {
-        for i in 0..patches {
-            let row = (b * tokens + 1 + i) * e;
-            let zr = &z[row..row + e];
-            let g = &dzn[(b * patches + i) * e..(b * patches + i + 1) * e];
-            let norm = zr.iter().map(|v| v * v).sum::<f32>().sqrt();
-            let gz = g.iter().zip(zr).map(|(a, v)| a * v).sum::<f32>() / norm;
-            for ((o, &gv), &zv) in out[row..row + e].iter_mut().zip(g).zip(zr) {
-                *o = (gv - gz * zv / norm) / norm;
+        let dprompt = match (&self.text, &text_acts) {
+            (TextSide::Learned(tower), Some(acts)) => {
+                be.upload(&tower.backward(be, acts, &be.download(&dtext)?)?)?
             }
-        }
+            _ => be.zeros(head.prompt.len())?,
+        };
+        let grads = vec![
+            dprompt,
+            grads.norm_w,
+            grads.norm_b,
+            grads.qkv,
+            grads.out,
+            grads.out_b,
+        ];
+        Ok((losses, grads))
     }
-    out
 }

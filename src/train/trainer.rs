@@ -6,7 +6,7 @@
 //! seed.
 
 use super::features::FeatureCache;
-use super::optim::Adam;
+use super::optim::{Adam, DeviceAdam};
 use super::params::{tensors, tensors_mut, NAMES};
 use super::step::{Losses, TrainModel};
 use crate::backend::Backend;
@@ -146,10 +146,14 @@ pub fn train<B: Backend>(
         (Adam::new(cfg.lr, head), 0)
     };
     adam.lr = cfg.lr;
+    let be = model.backend();
+    // Parameters and moments live in the backend's memory; `head` is refreshed after every
+    // update because the step uploads the adaptor's weights as GEMM matrices from the host.
+    let mut state = DeviceAdam::upload(be, head, &adam)?;
     let n = cache.len();
     let per_epoch = n.div_ceil(cfg.batch_size);
     let mut reports = Vec::new();
-    let mut steps_done = adam.step as usize;
+    let mut steps_done = state.step as usize;
     for epoch in first_epoch..cfg.epochs {
         if cfg.max_steps.is_some_and(|m| steps_done >= m) {
             break;
@@ -163,18 +167,19 @@ pub fn train<B: Backend>(
             if cfg.max_steps.is_some_and(|m| steps_done >= m) {
                 break;
             }
-            let batch = cache.batch(model.backend(), idx)?;
-            let out = model.step(head, &batch)?;
-            if !out.losses.total.is_finite() {
+            let batch = cache.batch(be, idx)?;
+            let (losses, grads) = model.step_grads(head, &batch)?;
+            if !losses.total.is_finite() {
                 bail!(
                     "epoch {}, step {}: the loss is not finite ({:?})",
                     epoch + 1,
                     b + 1,
-                    out.losses
+                    losses
                 );
             }
-            adam.update(head, &out.grads)?;
-            add(&mut sum, &out.losses, 1.0);
+            state.update(be, &grads)?;
+            state.download_params(be, head)?;
+            add(&mut sum, &losses, 1.0);
             steps += 1;
             steps_done += 1;
             if cfg.progress {
@@ -187,7 +192,7 @@ pub fn train<B: Backend>(
                     ".".repeat(30 - done),
                     b + 1,
                     per_epoch,
-                    out.losses.total,
+                    losses.total,
                     sum.total / steps as f64
                 );
                 let _ = std::io::stderr().flush();
@@ -207,7 +212,7 @@ pub fn train<B: Backend>(
         });
         head.save(&cfg.out)?;
         if steps == per_epoch {
-            save_checkpoint(&ckpt, head, &adam, epoch + 1)?;
+            save_checkpoint(&ckpt, head, &state.download_state(be, head)?, epoch + 1)?;
         }
     }
     head.save(&cfg.out)?;

@@ -5,11 +5,13 @@
 //! [`CpuBackend::new`] bounds all of its parallelism (including the gemm crate's). One file per
 //! op family, each opening with the math and the shapes it implements.
 
+pub(crate) mod adam;
 pub(crate) mod aggregate;
 mod attention;
 mod backward;
 mod gemm;
 mod gemm_bf16;
+pub(crate) mod loss;
 pub(crate) mod maps;
 mod norm;
 mod patch;
@@ -19,7 +21,7 @@ mod vector;
 
 use anyhow::{anyhow, ensure, Context, Result};
 
-use super::{Backend, Epilogue};
+use super::{Backend, ColumnBlock, Epilogue};
 use gemm::CpuMat as F32Mat;
 use gemm_bf16::Bf16Mat;
 
@@ -437,5 +439,69 @@ impl Backend for CpuBackend {
         self.pool.install(|| {
             backward::score::abnormal_probability_backward(dlogits, dprobs, logits, rows)
         })
+    }
+
+    fn focal_loss(
+        &self,
+        loss: &mut Vec<f32>,
+        dp: &mut Vec<f32>,
+        p: &Vec<f32>,
+        t: &Vec<f32>,
+        block: ColumnBlock,
+        weight: f32,
+    ) -> Result<()> {
+        loss::focal_loss(loss, dp, p, t, block, weight)
+    }
+
+    fn l1_loss(
+        &self,
+        loss: &mut Vec<f32>,
+        dp: &mut Vec<f32>,
+        p: &Vec<f32>,
+        t: &Vec<f32>,
+        block: ColumnBlock,
+        weight: f32,
+    ) -> Result<()> {
+        loss::l1_loss(loss, dp, p, t, block, weight)
+    }
+
+    fn patch_alignment(
+        &self,
+        loss: &mut Vec<f32>,
+        state: &mut Vec<f32>,
+        z: &Vec<f32>,
+        masks: &Vec<f32>,
+        batch: usize,
+        tokens: usize,
+        e: usize,
+    ) -> Result<()> {
+        loss::patch_alignment(loss, state, z, masks, batch, tokens, e)
+    }
+
+    fn patch_alignment_backward(
+        &self,
+        dz: &mut Vec<f32>,
+        state: &Vec<f32>,
+        z: &Vec<f32>,
+        masks: &Vec<f32>,
+        batch: usize,
+        tokens: usize,
+        e: usize,
+        weight: f32,
+    ) -> Result<()> {
+        loss::patch_alignment_backward(dz, state, z, masks, batch, tokens, e, weight)
+    }
+
+    fn adam(
+        &self,
+        param: &mut Vec<f32>,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        len: usize,
+        lr: f32,
+        step: u64,
+    ) -> Result<()> {
+        adam::adam(param, m, v, grad, len, lr, step)
     }
 }

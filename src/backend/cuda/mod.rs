@@ -28,7 +28,7 @@ mod ffi {
 pub use gemm::Precision;
 
 use super::cpu::check_len;
-use super::{Backend, Epilogue};
+use super::{Backend, ColumnBlock, Epilogue};
 use crate::backend::cpu::aggregate::window_kernel;
 use crate::backend::cpu::maps::{gaussian_half_kernel, MIN_SIGMA};
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -69,6 +69,9 @@ macro_rules! launch {
 mod attention;
 mod backward;
 mod search;
+
+mod adam;
+mod loss;
 
 /// Threads per block of the element-wise kernels.
 const THREADS: u32 = 256;
@@ -854,5 +857,69 @@ impl Backend for CudaBackend {
         rows: usize,
     ) -> Result<()> {
         self.abnormal_probability_backward_impl(dlogits, dprobs, logits, rows)
+    }
+
+    fn focal_loss(
+        &self,
+        loss: &mut CudaBuf,
+        dp: &mut CudaBuf,
+        p: &CudaBuf,
+        t: &CudaBuf,
+        block: ColumnBlock,
+        weight: f32,
+    ) -> Result<()> {
+        self.block_loss_impl("focal_loss", loss, dp, p, t, block, weight)
+    }
+
+    fn l1_loss(
+        &self,
+        loss: &mut CudaBuf,
+        dp: &mut CudaBuf,
+        p: &CudaBuf,
+        t: &CudaBuf,
+        block: ColumnBlock,
+        weight: f32,
+    ) -> Result<()> {
+        self.block_loss_impl("l1_loss", loss, dp, p, t, block, weight)
+    }
+
+    fn patch_alignment(
+        &self,
+        loss: &mut CudaBuf,
+        state: &mut CudaBuf,
+        z: &CudaBuf,
+        masks: &CudaBuf,
+        batch: usize,
+        tokens: usize,
+        e: usize,
+    ) -> Result<()> {
+        self.patch_alignment_impl(loss, state, z, masks, batch, tokens, e)
+    }
+
+    fn patch_alignment_backward(
+        &self,
+        dz: &mut CudaBuf,
+        state: &CudaBuf,
+        z: &CudaBuf,
+        masks: &CudaBuf,
+        batch: usize,
+        tokens: usize,
+        e: usize,
+        weight: f32,
+    ) -> Result<()> {
+        self.patch_alignment_backward_impl(dz, state, z, masks, batch, tokens, e, weight)
+    }
+
+    fn adam(
+        &self,
+        param: &mut CudaBuf,
+        m: &mut CudaBuf,
+        v: &mut CudaBuf,
+        grad: &CudaBuf,
+        len: usize,
+        lr: f32,
+        step: u64,
+    ) -> Result<()> {
+        self.adam_impl(param, m, v, grad, len, lr, step)
     }
 }

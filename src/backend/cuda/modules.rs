@@ -27,6 +27,7 @@ const PTX_ARCH: (i32, i32) = (9, 0);
 
 /// Every kernel the backend launches, by module.
 const FUNCTIONS: &[(&str, &[&str])] = &[
+    ("adam", &["adam"]),
     ("aggregate", &["aggregate"]),
     (
         "attention",
@@ -59,6 +60,17 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
     ),
     ("gemm", &["f32_to_bf16", "linear_epilogue"]),
     ("layernorm", &["layer_norm"]),
+    (
+        "loss",
+        &[
+            "focal_loss",
+            "l1_loss",
+            "pal_norms",
+            "pal_sums",
+            "pal_finalize",
+            "pal_backward",
+        ],
+    ),
     ("maps", &["upsample_bilinear", "gauss_axis0", "gauss_axis1"]),
     ("patch", &["patch_im2col", "embed_tokens"]),
     ("preprocess", &["normalize_rgb"]),

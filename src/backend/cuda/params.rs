@@ -259,3 +259,62 @@ const _: () = {
     ["Offset of field: SearchParams::weight"]
         [::std::mem::offset_of!(SearchParams, weight) - 20usize];
 };
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct LossParams {
+    pub rows: ::std::os::raw::c_int,
+    pub stride: ::std::os::raw::c_int,
+    pub offset: ::std::os::raw::c_int,
+    pub cols: ::std::os::raw::c_int,
+    pub weight: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LossParams"][::std::mem::size_of::<LossParams>() - 20usize];
+    ["Alignment of LossParams"][::std::mem::align_of::<LossParams>() - 4usize];
+    ["Offset of field: LossParams::rows"][::std::mem::offset_of!(LossParams, rows) - 0usize];
+    ["Offset of field: LossParams::stride"][::std::mem::offset_of!(LossParams, stride) - 4usize];
+    ["Offset of field: LossParams::offset"][::std::mem::offset_of!(LossParams, offset) - 8usize];
+    ["Offset of field: LossParams::cols"][::std::mem::offset_of!(LossParams, cols) - 12usize];
+    ["Offset of field: LossParams::weight"][::std::mem::offset_of!(LossParams, weight) - 16usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct AlignParams {
+    pub batch: ::std::os::raw::c_int,
+    pub tokens: ::std::os::raw::c_int,
+    pub e: ::std::os::raw::c_int,
+    pub weight: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of AlignParams"][::std::mem::size_of::<AlignParams>() - 16usize];
+    ["Alignment of AlignParams"][::std::mem::align_of::<AlignParams>() - 4usize];
+    ["Offset of field: AlignParams::batch"][::std::mem::offset_of!(AlignParams, batch) - 0usize];
+    ["Offset of field: AlignParams::tokens"][::std::mem::offset_of!(AlignParams, tokens) - 4usize];
+    ["Offset of field: AlignParams::e"][::std::mem::offset_of!(AlignParams, e) - 8usize];
+    ["Offset of field: AlignParams::weight"][::std::mem::offset_of!(AlignParams, weight) - 12usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct AdamParams {
+    pub n: ::std::os::raw::c_longlong,
+    pub step_size: f32,
+    pub bc2_sqrt: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of AdamParams"][::std::mem::size_of::<AdamParams>() - 32usize];
+    ["Alignment of AdamParams"][::std::mem::align_of::<AdamParams>() - 8usize];
+    ["Offset of field: AdamParams::n"][::std::mem::offset_of!(AdamParams, n) - 0usize];
+    ["Offset of field: AdamParams::step_size"]
+        [::std::mem::offset_of!(AdamParams, step_size) - 8usize];
+    ["Offset of field: AdamParams::bc2_sqrt"]
+        [::std::mem::offset_of!(AdamParams, bc2_sqrt) - 12usize];
+    ["Offset of field: AdamParams::beta1"][::std::mem::offset_of!(AdamParams, beta1) - 16usize];
+    ["Offset of field: AdamParams::beta2"][::std::mem::offset_of!(AdamParams, beta2) - 20usize];
+    ["Offset of field: AdamParams::eps"][::std::mem::offset_of!(AdamParams, eps) - 24usize];
+};
