@@ -4,13 +4,14 @@
 //!
 //! Stage boundaries: the first aggregated set handed to the visitor of
 //! [`AfClip::score_with`] ends the vision tower (set 0 is window 1, the raw features); the
-//! `upload` op before it is the upload; after it, `state_logits`, `abnormal_probability` and
+//! `upload` or `upload_rgb` op before it is the upload; after it, `state_logits`, `abnormal_probability` and
 //! the `download` of the probabilities are the scores, everything else the aggregation and the
 //! adaptor; the maps are [`AfClip::maps_from_patches`].
 
 use crate::backend::profile::{OpStats, Profiled};
 use crate::backend::{Backend, Epilogue};
 use crate::model::afclip::AfClip;
+use crate::model::vision::Images;
 use anyhow::{anyhow, ensure, Result};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 /// Seconds and FLOPs of one or more staged forwards.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StageTimes {
-    /// Host → device copy of the batch's pixels.
+    /// Host → device copy of the batch's pixels (none for [`Images::Resident`]).
     pub upload: f64,
     pub vision: f64,
     /// Multi-scale aggregation, adaptor and projection of every set.
@@ -64,14 +65,18 @@ fn total(stats: &BTreeMap<&'static str, OpStats>, pick: impl Fn(&str) -> bool) -
         })
 }
 
+fn is_upload_op(op: &str) -> bool {
+    matches!(op, "upload" | "upload_rgb")
+}
+
 fn is_score_op(op: &str) -> bool {
     matches!(op, "state_logits" | "abnormal_probability" | "download")
 }
 
-/// Scores `pixels: [batch, 3, S, S]` with maps on `model`, timing each stage.
+/// Scores `batch` images with maps on `model`, timing each stage.
 pub fn staged_forward<B: Backend>(
     model: &AfClip<Profiled<B>>,
-    pixels: &[f32],
+    images: Images<'_, Profiled<B>>,
     batch: usize,
 ) -> Result<Staged> {
     let be = model.backend();
@@ -79,7 +84,7 @@ pub fn staged_forward<B: Backend>(
     be.reset();
     let start = Instant::now();
     let mut vision_done = None;
-    let scored = model.score_with(pixels, batch, false, &mut |_, _| {
+    let scored = model.score_with(images, batch, false, &mut |_, _| {
         if vision_done.is_none() {
             vision_done = Some((Instant::now(), be.stats()));
         }
@@ -98,7 +103,7 @@ pub fn staged_forward<B: Backend>(
     let maps = model.maps_from_patches(&patch, batch)?;
     let done = Instant::now();
 
-    let (upload, _) = total(&before, |op| op == "upload");
+    let (upload, _) = total(&before, is_upload_op);
     let (_, vision_flops) = total(&before, |_| true);
     let (all_flops, score_before) = (total(&after, |_| true).1, total(&before, is_score_op).0);
     let scores = total(&after, is_score_op).0 - score_before;
@@ -177,11 +182,11 @@ mod tests {
         )
         .unwrap();
         let batch = 2;
-        let pixels: Vec<f32> = (0..batch * 3 * 56 * 56)
-            .map(|i| (i % 13) as f32 / 6.0 - 1.0)
+        let rgb: Vec<u8> = (0..batch * 56 * 56 * 3)
+            .map(|i| (i * 37 % 256) as u8)
             .collect();
-        let staged = staged_forward(&model, &pixels, batch).unwrap();
-        let want = model.score(&pixels, batch, true).unwrap();
+        let staged = staged_forward(&model, Images::Rgb(&rgb), batch).unwrap();
+        let want = model.score(Images::Rgb(&rgb), batch, true).unwrap();
         assert_eq!(staged.image, want.image);
         assert_eq!(staged.maps, want.maps);
         let t = staged.times;

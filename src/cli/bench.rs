@@ -3,11 +3,12 @@
 //!
 //! Source images are synthetic PNGs (`afclip synth`'s textures) in a temporary folder, reused in
 //! turn to fill the batches. Per batch size: the decode stage (the `score` loader: read, PNG
-//! decode, Pillow bicubic resize, normalise) is timed alone on the rayon pool; then `--warmup`
-//! untimed and `--iters` timed batches run as `score` runs them, decoding on the rayon pool
-//! ahead of the model, each batch through [`staged_forward`] and its heatmaps written as PNG
-//! overlays. The pipelined rate counts from the first timed batch's arrival, so it is the
-//! steady state. The vision tower's achieved FLOP/s is set against the bf16 `linear` rate
+//! decode, Pillow bicubic resize to RGB bytes) is timed alone on the rayon pool; then
+//! `--warmup` untimed and `--iters` timed batches run as `score` runs them, decoding on the
+//! rayon pool ahead of the model, each batch's bytes gathered and handed to the backend
+//! (`upload_rgb`: normalised there), scored through [`staged_forward`] and its heatmaps written
+//! as PNG overlays. Unlike `score`, the upload does not overlap the previous batch's compute.
+//! The pipelined rate counts from the first timed batch's arrival, so it is the steady state. The vision tower's achieved FLOP/s is set against the bf16 `linear` rate
 //! measured first on a tower-sized GEMM (`rows = min(largest batch, 32) · tokens`,
 //! `width → mlp`).
 
@@ -17,15 +18,16 @@ use crate::backend::Backend;
 use crate::bench::flops::{image_flops, ImageFlops};
 use crate::bench::stages::{linear_rate, staged_forward, StageTimes};
 use crate::cli::common::{BackendArgs, Device};
+use crate::data::decode::Pixels;
 use crate::data::inputs::walk_inputs;
 use crate::data::pipeline::{ordered_map, ImageLoader, DEFAULT_MAX_PIXELS};
-use crate::data::preprocess::PreparedImage;
 use crate::data::synth::{synthesize, SynthLayout, SynthOptions};
 use crate::model::afclip::{AfClip, ModelOptions, DEFAULT_IMAGE_SIZE};
 use crate::model::checkpoint::ClipConfig;
 use crate::model::head::Head;
 use crate::model::random::{preset, random_checkpoint};
 use crate::model::tokenizer::ClipTokenizer;
+use crate::model::vision::Images;
 use crate::output::heatmap::overlay;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args as ClapArgs;
@@ -335,7 +337,7 @@ fn bench_batch<B: Backend>(
         let start = Instant::now();
         (0..batch)
             .into_par_iter()
-            .map(|i| loader.load(&files[i % files.len()]))
+            .map(|i| loader.load_resized(&files[i % files.len()]))
             .collect::<Result<Vec<_>>>()?;
         decode += start.elapsed().as_secs_f64();
     }
@@ -343,7 +345,7 @@ fn bench_batch<B: Backend>(
     let batches = args.warmup + args.iters;
     let (l, f) = (Arc::clone(loader), Arc::clone(files));
     let decoded = ordered_map(0..batches * batch, 2 * batch, move |&i| {
-        l.load(&f[i % f.len()])
+        l.load_resized(&f[i % f.len()])
     });
     let mut stages = StageTimes::default();
     let (mut writing, mut timed_from) = (0.0, None);
@@ -354,19 +356,19 @@ fn bench_batch<B: Backend>(
                     .recv()
                     .ok_or_else(|| anyhow!("the decode pipeline ended early"))?
             })
-            .collect::<Result<Vec<PreparedImage>>>()?;
+            .collect::<Result<Vec<Pixels>>>()?;
         if k == args.warmup {
             timed_from = Some(Instant::now());
         }
         // Gathering the batch into one host array is part of the upload, as in `score`.
         let gather = Instant::now();
-        let mut pixels = Vec::with_capacity(batch * 3 * side * side);
+        let mut rgb = Vec::with_capacity(batch * side * side * 3);
         for p in &group {
-            pixels.extend_from_slice(&p.tensor);
+            rgb.extend_from_slice(&p.data);
         }
         let gather = gather.elapsed().as_secs_f64();
-        let staged = staged_forward(model, &pixels, batch)?;
-        drop(pixels);
+        let staged = staged_forward(model, Images::Rgb(&rgb), batch)?;
+        drop(rgb);
         let write = Instant::now();
         for (i, (p, map)) in group
             .iter()
@@ -374,7 +376,7 @@ fn bench_batch<B: Backend>(
             .enumerate()
         {
             let path = maps_dir.join(format!("{i}.png"));
-            let rgb = overlay(&p.resized, map);
+            let rgb = overlay(p, map);
             image::save_buffer(
                 &path,
                 &rgb,
