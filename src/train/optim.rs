@@ -166,3 +166,53 @@ impl<B: Backend> DeviceAdam<B> {
         Ok(adam)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::model::head::Prompts;
+    use crate::rng::Rng;
+
+    fn random_head(rng: &mut Rng) -> Head {
+        let mut v = |n: usize| (0..n).map(|_| rng.normal()).collect::<Vec<f32>>();
+        Head {
+            width: 4,
+            text_width: 3,
+            prompt: v(36),
+            norm_w: v(4),
+            norm_b: v(4),
+            to_q: v(8),
+            to_k: v(8),
+            to_v: v(8),
+            to_out_w: v(8),
+            to_out_b: v(4),
+            prompts: Prompts::Learned,
+        }
+    }
+
+    #[test]
+    fn device_adam_matches_host_adam_and_round_trips_its_state() {
+        let be = CpuBackend::new(Some(1)).unwrap();
+        let start = random_head(&mut Rng::new(4));
+        let mut rng = Rng::new(5);
+        let grads: Vec<Head> = (0..3).map(|_| random_head(&mut rng)).collect();
+        let (mut host, mut host_adam) = (random_head(&mut Rng::new(4)), Adam::new(1e-3, &start));
+        let mut device = DeviceAdam::upload(&be, &start, &Adam::new(1e-3, &start)).unwrap();
+        for g in &grads {
+            host_adam.update(&mut host, g).unwrap();
+            let bufs: Vec<Vec<f32>> = grouped(g).to_vec();
+            device.update(&be, &bufs).unwrap();
+        }
+        let mut got = random_head(&mut Rng::new(4));
+        device.download_params(&be, &mut got).unwrap();
+        assert_eq!(tensors(&got), tensors(&host));
+        assert_ne!(tensors(&got), tensors(&start));
+        let state = device.download_state(&be, &start).unwrap();
+        assert_eq!(state.step, 3);
+        assert_eq!(tensors(&state.m), tensors(&host_adam.m));
+        assert_eq!(tensors(&state.v), tensors(&host_adam.v));
+        let err = device.update(&be, &grouped(&grads[0])[..5]).unwrap_err();
+        assert!(err.to_string().contains("adam"), "{err}");
+    }
+}
