@@ -15,8 +15,9 @@
 //!   written since a producer emitted a bf16 copy, without a bf16 buffer type in the
 //!   [`crate::backend::Backend`] interface (not done here).
 //!
-//! When this GPU/library has no algorithm for the bias epilogue (heuristic `NOT_SUPPORTED`),
-//! `linear` says so once on stderr and keeps the cuBLAS + epilogue-kernel path.
+//! When this GPU/library has no algorithm for the bias epilogue (the heuristic finds none or
+//! refuses the configuration), `linear` says so once on stderr and keeps the cuBLAS +
+//! epilogue-kernel path for that shape.
 
 use anyhow::{Context, Result};
 use cudarc::cublaslt::result::{self, CublasError};
@@ -194,25 +195,27 @@ impl Lt {
             Some(&algo) => algo,
             None => {
                 // SAFETY: live descriptors describing the buffers below.
-                let found = match unsafe {
+                let found = unsafe {
                     result::get_matmul_algo_heuristic(self.handle, d.desc, a_l, b_l, c_l, c_l, pref)
-                } {
-                    Ok(h) => Some(h.algo),
-                    Err(CublasError(sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED)) => None,
-                    Err(e) => return Err(e).with_context(context),
                 };
+                // No algorithm (NOT_SUPPORTED), or a configuration this library refuses: the
+                // cuBLAS path is always there, so fall back rather than fail.
+                if let Err(CublasError(status)) = found {
+                    if !self.warned.swap(true, Ordering::Relaxed) {
+                        eprintln!(
+                            "cuda: cuBLASLt bias epilogue unavailable for {rows}x{inp} · \
+                             ({out}x{inp})ᵀ ({status:?}); such GEMMs use cuBLAS and a separate \
+                             bias pass"
+                        );
+                    }
+                }
+                let found = found.ok().map(|h| h.algo);
                 algos.insert(shape, found);
                 found
             }
         };
         drop(algos);
         let Some(algo) = algo else {
-            if !self.warned.swap(true, Ordering::Relaxed) {
-                eprintln!(
-                    "cuda: cuBLASLt has no bias-epilogue GEMM for {rows}x{inp} · ({out}x{inp})ᵀ; \
-                     such GEMMs use cuBLAS and a separate bias pass"
-                );
-            }
             return Ok(false);
         };
         let alpha = 1.0f32;
