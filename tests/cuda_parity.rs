@@ -889,7 +889,7 @@ mod training {
         let mut z = Vec::with_capacity(batch * tokens * e);
         for b in 0..batch {
             let u: Vec<f32> = (0..e).map(|_| rng.normal()).collect();
-            let scale = |m: f32| if m == 1.0 { 4.0 } else { 0.1 };
+            let scale = |m: f32| if m == 1.0 { 4.0 } else { 0.3 };
             z.extend((0..e).map(|_| rng.normal()));
             for i in 0..patches {
                 let s = scale(masks[b * patches + i]);
@@ -933,17 +933,18 @@ mod training {
         };
         let c = CpuBackend::new(None).unwrap();
         for (batch, tokens, e) in [(8, 1370, 768), (3, 17, 33), (1, 2, 5)] {
-            let (z, masks) = alignment_inputs(9, batch, tokens, e);
-            let (lc, sc, dc) = alignment_on(&c, &z, &masks, batch, tokens, e);
-            let (lg, sg, dg) = alignment_on(&g, &z, &masks, batch, tokens, e);
             let name = format!("patch_alignment {batch}x{tokens}x{e}");
+            // The first draw whose value is not clamped (with one patch it is always 0).
+            let (z, masks, (lc, sc, dc)) = (9..29)
+                .map(|seed| {
+                    let (z, masks) = alignment_inputs(seed, batch, tokens, e);
+                    let cpu = alignment_on(&c, &z, &masks, batch, tokens, e);
+                    (z, masks, cpu)
+                })
+                .find(|(_, _, (lc, _, _))| tokens == 2 || *lc > 0.01)
+                .unwrap_or_else(|| panic!("{name}: every draw clamps the value"));
+            let (lg, sg, dg) = alignment_on(&g, &z, &masks, batch, tokens, e);
             eprintln!("{name}: value cpu {lc} gpu {lg}");
-            if tokens > 2 {
-                assert!(
-                    lc > 0.01,
-                    "{name}: the inputs must not clamp the value ({lc})"
-                );
-            }
             check(&format!("{name} value"), &[lg], &[lc], F32_TOL);
             check(&format!("{name} state"), &sg, &sc, F32_TOL);
             let moved: Vec<f32> = dc.iter().map(|v| v - 0.25).collect();
@@ -1036,7 +1037,7 @@ mod training {
             l.alignment,
         ];
         let be = model.backend();
-        let mut adam = DeviceAdam::upload(be, &head, &Adam::new(1e-3, &head)).unwrap();
+        let mut adam = DeviceAdam::upload(be, &head, &Adam::new(1e-4, &head)).unwrap();
         let (_, grads) = model.step_grads(&head, batch).unwrap();
         adam.update(be, &grads).unwrap();
         adam.download_params(be, &mut head).unwrap();
