@@ -2,6 +2,8 @@
 //! training on synthetic categories lifts the held-out categories' mean image AUROC from
 //! chance to at least 0.85, and the demo writes everything its report names.
 
+use afclip::backend::cpu::Precision;
+use afclip::cli::common::BackendArgs;
 use afclip::cli::demo::{run_demo, Args};
 
 #[test]
@@ -18,7 +20,11 @@ fn demo_training_lifts_held_out_image_auroc_above_085() {
         lr: 1e-3,
         image_size: 224,
         defect_scale: 3.0,
-        threads: None,
+        backend: BackendArgs {
+            device: "cpu".into(),
+            threads: None,
+            precision: Precision::F32,
+        },
     };
     let result = run_demo(&args).unwrap();
     let image_auroc = |r: &afclip::metrics::report::MetricsReport| {

@@ -3,9 +3,11 @@
 //! of held-out categories with a fresh head, training per SPEC §8 on the other categories,
 //! the same metrics again, heatmaps and a report.
 
+use super::common::{BackendArgs, Device};
 use super::eval::EvalOutput;
 use super::train::{print_reports, training_samples};
 use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
 use crate::data::layouts::{dataset_info, load_dataset, Category, DatasetKind};
 use crate::data::preprocess::load_image;
 use crate::data::synth::{synthesize_scaled, SynthLayout, SynthOptions};
@@ -57,9 +59,9 @@ pub struct Args {
     /// better to the held-out categories, bench/RESULTS.md).
     #[arg(long, default_value_t = 3.0)]
     pub defect_scale: f32,
-    /// CPU worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Where the model runs: `--device`, `--threads`, `--precision` as for `eval`.
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 /// Metrics of the held-out categories before and after training.
@@ -69,8 +71,8 @@ pub struct DemoResult {
     pub seconds: f64,
 }
 
-fn evaluate(
-    model: &mut AfClip<CpuBackend>,
+fn evaluate<B: Backend>(
+    model: &mut AfClip<B>,
     categories: &[Category],
     data: &Path,
 ) -> Result<EvalOutput> {
@@ -101,7 +103,11 @@ fn evaluate(
 }
 
 /// Heatmap overlays of the first anomalous and the first normal test image of each category.
-fn write_heatmaps(model: &AfClip<CpuBackend>, categories: &[Category], dir: &Path) -> Result<()> {
+fn write_heatmaps<B: Backend>(
+    model: &AfClip<B>,
+    categories: &[Category],
+    dir: &Path,
+) -> Result<()> {
     let side = model.image_size();
     for cat in categories {
         let picks = [
@@ -164,6 +170,31 @@ pub fn run_demo(args: &Args) -> Result<DemoResult> {
         )
     });
     let (train_cats, eval_cats) = all.split_at(args.train_categories);
+    // The demo holds three models on the device at once (scorer, trainer, feature cache), so
+    // it needs a backend per role rather than the one `with_backend!` makes.
+    let b = &args.backend;
+    match b.resolve()? {
+        Device::Cpu => demo_on(args, &data, train_cats, eval_cats, start, || {
+            CpuBackend::with_precision(b.threads, b.precision)
+        }),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(n) => demo_on(args, &data, train_cats, eval_cats, start, || b.cuda(n)),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(n) => {
+            bail!("--device cuda:{n}: this build has no CUDA backend (cargo build --features cuda)")
+        }
+    }
+}
+
+/// Everything after the data exists, on the backends `make` returns.
+fn demo_on<B: Backend>(
+    args: &Args,
+    data: &Path,
+    train_cats: &[Category],
+    eval_cats: &[Category],
+    start: Instant,
+    make: impl Fn() -> Result<B>,
+) -> Result<DemoResult> {
     let cfg = preset("tiny")?;
     let ckpt = random_checkpoint(&cfg, args.seed);
     let tokenizer = ClipTokenizer::builtin()?;
@@ -171,7 +202,6 @@ pub fn run_demo(args: &Args) -> Result<DemoResult> {
         image_size: args.image_size,
         layers: None,
     };
-    let cpu = || CpuBackend::new(args.threads);
     let mut head = Head::init(&cfg, args.seed);
 
     eprintln!(
@@ -180,15 +210,15 @@ pub fn run_demo(args: &Args) -> Result<DemoResult> {
         train_cats.len(),
         eval_cats.len()
     );
-    let mut model = AfClip::new(cpu()?, &ckpt, &head, &tokenizer, &opts)?;
-    let before = evaluate(&mut model, eval_cats, &data)?;
+    let mut model = AfClip::new(make()?, &ckpt, &head, &tokenizer, &opts)?;
+    let before = evaluate(&mut model, eval_cats, data)?;
     eprintln!("before training (fresh head):");
     before.write(&args.out.join("before"))?;
 
     let layers = model.layers().to_vec();
-    let be = cpu()?;
+    let be = make()?;
     let trainer = TrainModel::new(
-        cpu()?,
+        make()?,
         &ckpt,
         &tokenizer,
         args.image_size,
@@ -224,8 +254,8 @@ pub fn run_demo(args: &Args) -> Result<DemoResult> {
     )?;
     print_reports(&reports);
 
-    let mut model = AfClip::new(cpu()?, &ckpt, &head, &tokenizer, &opts)?;
-    let after = evaluate(&mut model, eval_cats, &data)?;
+    let mut model = AfClip::new(make()?, &ckpt, &head, &tokenizer, &opts)?;
+    let after = evaluate(&mut model, eval_cats, data)?;
     eprintln!("after training:");
     after.write(&args.out.join("after"))?;
     write_heatmaps(&model, eval_cats, &args.out.join("heatmaps"))?;
