@@ -6,10 +6,11 @@
 #   bench/device_check.sh run     on the GPU machine (the device tool, carry ["target/device"]):
 #                                 parity of every kernel vs the CPU backend, end-to-end eval on
 #                                 a synthetic set on CPU and CUDA (image/pixel AUROC must agree
-#                                 within 0.002), and full-size ViT-L/14@336 at 518 px eval
-#                                 throughput from 1024x1024 PNG files, and `afclip bench`
-#                                 (stages, TFLOP/s vs the bf16 GEMM rate, batch 32 and 128,
-#                                 bench.md and bench.json); everything under $OUT
+#                                 within 0.002), `afclip bench` (stages, TFLOP/s vs the bf16
+#                                 GEMM rate, batch 32 and 128, bench.md and bench.json),
+#                                 `afclip score` throughput of full-size ViT-L/14@336 at 518 px
+#                                 from 2048 1024x1024 PNG files, and `afclip demo` (training)
+#                                 on CUDA; each step under a timeout; everything under $OUT
 #                                 (summary.md last). Copy the measured figures, with date and
 #                                 commit, into bench/RESULTS.md.
 set -euo pipefail
@@ -42,7 +43,7 @@ run)
 
     # 1. Kernel parity (tolerances in tests/cuda_parity.rs).
     status=ok
-    "$bin/cuda_parity" --nocapture --test-threads 1 > "$out/parity.txt" 2>&1 || status=FAILED
+    timeout 300 "$bin/cuda_parity" --nocapture --test-threads 1 > "$out/parity.txt" 2>&1 || status=FAILED
     echo "## parity: $status" >> "$summary"
     grep -E "relative L2|skipped" "$out/parity.txt" | sed 's/^/    /' >> "$summary" || true
 
@@ -69,27 +70,37 @@ print(f"    largest AUROC difference {worst[0]:.5f} ({worst[1]}); target <= 0.00
       "ok" if worst[0] <= 0.002 else "FAILED")
 PY
 
-    # 3. Throughput: ViT-L/14@336 (random weights) at 518 px from 1024x1024 PNGs, bf16 GEMMs.
-    "$bin/afclip" init-model --preset vit-l-14-336 --out "$work/vitl"
-    "$bin/afclip" synth --out "$work/big" --categories 1 --images 256 --size 1024x1024
-    echo "## throughput (ViT-L/14@336, 518 px, 1024x1024 PNG, eval incl. decode and metrics)" >> "$summary"
-    for bs in 32 128; do
-        start=$(date +%s.%N)
-        "$bin/afclip" eval --device cuda --precision bf16 --model "$work/vitl" --init-seed 1 \
-            --dataset mvtec --data "$work/big" --batch-size "$bs" --out "$out/vitl_bs$bs" \
-            > "$out/vitl_bs$bs.log" 2>&1 || echo "    batch $bs FAILED (see vitl_bs$bs.log)" >> "$summary"
-        end=$(date +%s.%N)
-        python3 -c "import sys; t=float(sys.argv[2])-float(sys.argv[1]); print(f'    batch {sys.argv[3]}: 256 images in {t:.2f} s = {256/t:.1f} images/s (incl. model load)')" \
-            "$start" "$end" "$bs" >> "$summary"
-    done
-
-    # 4. afclip bench: ViT-L/14@336 at 518 px by stage, bf16 GEMMs, vs the measured GEMM rate.
+    # 3. afclip bench: ViT-L/14@336 at 518 px by stage, bf16 GEMMs, vs the measured GEMM rate.
     echo "## afclip bench (ViT-L/14@336, 518 px, bf16)" >> "$summary"
-    if "$bin/afclip" bench --device cuda --precision bf16 --batch-sizes 32,128 \
+    if timeout 300 "$bin/afclip" bench --device cuda --precision bf16 --batch-sizes 32,128 \
         --json "$out/bench.json" > "$out/bench.md" 2> "$out/bench.log"; then
         sed 's/^/    /' "$out/bench.md" >> "$summary"
     else
-        echo "    FAILED (see bench.log)" >> "$summary"
+        echo "    FAILED or timed out (see bench.log)" >> "$summary"
+    fi
+
+    # 4. End-to-end scoring from 1024x1024 PNG files (decode on every core, bf16 GEMMs, no maps
+    #    written): the issue's >= 300 images/s target. The rate is score's own final line.
+    "$bin/afclip" init-model --preset vit-l-14-336 --out "$work/vitl"
+    "$bin/afclip" synth --out "$work/big" --categories 1 --images 2048 --size 1024x1024
+    echo "## score throughput (ViT-L/14@336, 518 px, 1024x1024 PNG files, bf16, --save-maps none)" >> "$summary"
+    for bs in 32 128; do
+        if timeout 240 "$bin/afclip" score --device cuda --precision bf16 --model "$work/vitl" \
+            --init-seed 1 --batch-size "$bs" --save-maps none --out "$out/score_bs$bs" \
+            "$work"/big/*/test > "$out/score_bs$bs.log" 2>&1; then
+            echo "    batch $bs: $(grep 'images/s' "$out/score_bs$bs.log" | tail -n 1)" >> "$summary"
+        else
+            echo "    batch $bs FAILED or timed out (see score_bs$bs.log)" >> "$summary"
+        fi
+    done
+
+    # 5. The demo (training included) on CUDA; the CPU gives 57.1 -> 95.3 held-out image AUROC
+    #    with the defaults (bench/RESULTS.md).
+    echo "## afclip demo --device cuda" >> "$summary"
+    if timeout 300 "$bin/afclip" demo --device cuda --out "$work/demo" > "$out/demo_cuda.log" 2>&1; then
+        grep -E '^\| (before|after)|^Random' "$out/demo_cuda.log" | sed 's/^/    /' >> "$summary"
+    else
+        echo "    FAILED or timed out (see demo_cuda.log)" >> "$summary"
     fi
     cat "$summary"
     ;;
