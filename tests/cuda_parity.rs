@@ -6,11 +6,11 @@
 //! - `attention` at `Precision::Bf16` with head dim 64 (tensor cores: q, k, v and the softmax
 //!   weights rounded to bf16, f32 accumulation): 1e-2 (a host emulation of the kernel gave
 //!   2.5e-3 to 3.4e-3 on standard normal inputs);
-//! - every f32 op (`linear` at `Precision::F32`, `matmul`, `layer_norm`, `attention` at
-//!   `Precision::F32`, `state_logits`, `abnormal_probability`, `nearest_cosine`, `bias_grad`,
-//!   `quick_gelu`, `quick_gelu_backward`, `layer_norm_backward`, `attention_backward`,
-//!   `state_logits_backward`, `abnormal_probability_backward`): 1e-5 (only the summation order
-//!   differs);
+//! - every f32 op (`linear` at `Precision::F32` or on a `mat_from_buf` weight, `matmul`,
+//!   `layer_norm`, `attention` at `Precision::F32`, `state_logits`, `abnormal_probability`,
+//!   `nearest_cosine`, `bias_grad`, `quick_gelu`, `quick_gelu_backward`, `layer_norm_backward`,
+//!   `attention_backward`, `state_logits_backward`, `abnormal_probability_backward`): 1e-5 (only
+//!   the summation order differs);
 //! - data movement and the ops written to round like the CPU (`patch_im2col`, `embed_tokens`,
 //!   `aggregate`, `anomaly_maps`): 1e-6.
 //!
@@ -152,6 +152,40 @@ mod parity {
             &yc,
             F32_TOL,
         );
+    }
+
+    #[test]
+    fn mat_from_buf_matches_upload_mat() {
+        let Some(g) = gpu("mat_from_buf", Precision::Bf16) else {
+            return;
+        };
+        let c = cpu();
+        let (rows, inp, out) = (77, 512, 1536);
+        let x = random(7, rows * inp);
+        let w = random(8, out * inp);
+        let b = random(9, out);
+        let mut yc = vec![0.0; rows * out];
+        let wc = c.upload_mat(&w, out, inp).unwrap();
+        c.linear(&mut yc, &x, &wc, Some(&b), Epilogue::Store, rows)
+            .unwrap();
+        let wbuf = g.upload(&w).unwrap();
+        let wg = g.mat_from_buf(&wbuf, out, inp).unwrap();
+        drop(wbuf);
+        let mut yg = g.zeros(rows * out).unwrap();
+        let (xg, bg) = (g.upload(&x).unwrap(), g.upload(&b).unwrap());
+        g.linear(&mut yg, &xg, &wg, Some(&bg), Epilogue::Store, rows)
+            .unwrap();
+        check(
+            "linear mat_from_buf (f32)",
+            &g.download(&yg).unwrap(),
+            &yc,
+            F32_TOL,
+        );
+        let err = g
+            .mat_from_buf(&g.upload(&w).unwrap(), out, inp + 1)
+            .err()
+            .expect("a wrong shape must be an error");
+        assert!(err.to_string().contains("mat_from_buf"), "{err}");
     }
 
     #[test]
@@ -1038,7 +1072,7 @@ mod training {
         ];
         let be = model.backend();
         let mut adam = DeviceAdam::upload(be, &head, &Adam::new(1e-4, &head)).unwrap();
-        let (_, grads) = model.step_grads(&head, batch).unwrap();
+        let (_, grads) = model.step_grads(adam.params(), batch).unwrap();
         adam.update(be, &grads).unwrap();
         adam.download_params(be, &mut head).unwrap();
         let second = model.step(&head, batch).unwrap();

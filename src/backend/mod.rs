@@ -79,6 +79,9 @@ pub trait Backend: Send + Sync {
     fn upload_frozen_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<Self::Mat> {
         self.upload_mat(w, out_dim, in_dim)
     }
+    /// [`Backend::upload_mat`] of a weight already in the backend's memory (a trained
+    /// parameter, `w: [out_dim, in_dim]`): copied within the backend, never through the host.
+    fn mat_from_buf(&self, w: &Self::Buf, out_dim: usize, in_dim: usize) -> Result<Self::Mat>;
 
     /// `y[rows, out] (=|+=) epilogue(x[rows, in] · Wᵀ + bias[out])`.
     fn linear(

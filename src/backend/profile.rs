@@ -88,6 +88,12 @@ impl<B: Backend> Backend for Profiled<B> {
     fn upload_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<Self::Mat> {
         Ok((self.inner.upload_mat(w, out_dim, in_dim)?, out_dim, in_dim))
     }
+    fn mat_from_buf(&self, w: &Self::Buf, out_dim: usize, in_dim: usize) -> Result<Self::Mat> {
+        let mat = self.time("mat_from_buf", 0.0, || {
+            self.inner.mat_from_buf(w, out_dim, in_dim)
+        })?;
+        Ok((mat, out_dim, in_dim))
+    }
     fn upload_frozen_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<Self::Mat> {
         Ok((
             self.inner.upload_frozen_mat(w, out_dim, in_dim)?,

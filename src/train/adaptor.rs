@@ -1,6 +1,6 @@
-//! The adaptor with the frozen `ln_post` and `visual.proj` (SPEC §4), forward with saved
-//! activations and backward to the adaptor's parameters. Same ops, same order as
-//! [`crate::model::adaptor::Adaptor::forward`]:
+//! The adaptor with the frozen `ln_post` and `visual.proj` (SPEC §4) on the parameters Adam
+//! updates in the backend's memory: the forward of [`crate::model::adaptor`] keeping its
+//! activations, and the backward to the adaptor's parameters.
 //!
 //! ```text
 //! h = LN(c; γ, β)          qkv = h [Wq; Wk; Wv]ᵀ          a = attn(qkv)  (8 heads of 64)
@@ -11,51 +11,71 @@
 //! `dm = dz proj`, `do = ln_post'(dm)`, `dWo += doᵀ a`, `dbo += Σ do`, `da = do Wo`,
 //! `dqkv = attn'(da)`, `dWqkv += dqkvᵀ h`, `dh = dqkv Wqkv`, `dγ, dβ += LN'(dh)`.
 
-use crate::backend::{Backend, Epilogue};
+use crate::backend::Backend;
+use crate::model::adaptor::{Activations, AdaptorWeights, PostProj};
 use crate::model::checkpoint::VisionWeights;
-use crate::model::head::{Head, ADAPTOR_HEADS, ADAPTOR_INNER};
+use crate::model::head::{ADAPTOR_HEADS, ADAPTOR_INNER};
 use crate::model::transformer::{HEAD_DIM, LN_EPS};
-use anyhow::Result;
+use anyhow::{anyhow, bail, ensure, Result};
 
-/// `ln_post` and `visual.proj`: frozen, uploaded once.
-pub struct PostProj<B: Backend> {
-    ln_w: B::Buf,
-    ln_b: B::Buf,
-    /// `[e, d]`, for the backward, and the same as a matrix for the forward.
+/// `ln_post` and `visual.proj`, frozen, uploaded once: the forward's, plus `proj` as a buffer
+/// for the backward.
+pub struct TrainPost<B: Backend> {
+    post: PostProj<B>,
+    /// `[e, d]`
     proj: B::Buf,
-    proj_mat: B::Mat,
-    width: usize,
-    embed: usize,
 }
 
-impl<B: Backend> PostProj<B> {
+impl<B: Backend> TrainPost<B> {
     pub fn upload(be: &B, w: &VisionWeights, width: usize, embed: usize) -> Result<Self> {
         Ok(Self {
-            ln_w: be.upload(&w.ln_post_w)?,
-            ln_b: be.upload(&w.ln_post_b)?,
+            post: PostProj::upload(be, w, width, embed)?,
             proj: be.upload(&w.proj)?,
-            proj_mat: be.upload_mat(&w.proj, embed, width)?,
-            width,
-            embed,
         })
     }
 
     pub fn embed(&self) -> usize {
-        self.embed
+        self.post.embed()
+    }
+
+    /// `z = ln_post(x) projᵀ`, `x: [rows, d]` → `[rows, e]`.
+    pub fn forward(&self, be: &B, x: &B::Buf, rows: usize) -> Result<B::Buf> {
+        self.post.forward(be, x, rows)
+    }
+
+    /// `∂L/∂x` from `dz`, for the `x` [`TrainPost::forward`] was given.
+    pub fn backward(&self, be: &B, x: &B::Buf, dz: &B::Buf, rows: usize) -> Result<B::Buf> {
+        let (d, e) = (self.post.width(), self.post.embed());
+        let mut dm = be.zeros(rows * d)?;
+        be.matmul(&mut dm, dz, &self.proj, (rows, e, d), false, false, false)?;
+        let mut dx = be.zeros(rows * d)?;
+        be.layer_norm_backward(
+            Some(&mut dx),
+            None,
+            &dm,
+            x,
+            &self.post.ln_w,
+            rows,
+            d,
+            LN_EPS,
+        )?;
+        Ok(dx)
     }
 }
 
-/// The adaptor's parameters on the backend (uploaded from a [`Head`] once per step).
-pub struct AdaptorParams<B: Backend> {
-    norm_w: B::Buf,
-    norm_b: B::Buf,
+/// The adaptor's parameters, borrowed from the optimiser's buffers, with the two GEMM
+/// matrices the forward needs copied from them inside the backend.
+pub struct AdaptorParams<'a, B: Backend> {
+    norm_w: &'a B::Buf,
+    norm_b: &'a B::Buf,
     /// `[3·512, d]`
-    qkv: B::Buf,
+    qkv: &'a B::Buf,
     qkv_mat: B::Mat,
     /// `[d, 512]`
-    out: B::Buf,
+    out: &'a B::Buf,
     out_mat: B::Mat,
-    out_b: B::Buf,
+    out_b: &'a B::Buf,
+    width: usize,
 }
 
 /// Gradients of the adaptor's parameters, accumulated over the 12 token sets.
@@ -68,35 +88,9 @@ pub struct AdaptorGrads<B: Backend> {
     pub out_b: B::Buf,
 }
 
-pub struct AdaptorActs<B: Backend> {
-    h: B::Buf,
-    qkv: B::Buf,
-    attn: B::Buf,
-    out: B::Buf,
-    /// `[rows, e]`: the projected tokens the scores are computed from.
-    pub z: B::Buf,
-}
-
-impl<B: Backend> AdaptorParams<B> {
-    pub fn upload(be: &B, head: &Head) -> Result<Self> {
-        let d = head.width;
-        let mut qkv = Vec::with_capacity(3 * ADAPTOR_INNER * d);
-        qkv.extend_from_slice(&head.to_q);
-        qkv.extend_from_slice(&head.to_k);
-        qkv.extend_from_slice(&head.to_v);
+impl<B: Backend> AdaptorGrads<B> {
+    pub fn zeros(be: &B, width: usize) -> Result<Self> {
         Ok(Self {
-            norm_w: be.upload(&head.norm_w)?,
-            norm_b: be.upload(&head.norm_b)?,
-            qkv_mat: be.upload_mat(&qkv, 3 * ADAPTOR_INNER, d)?,
-            qkv: be.upload(&qkv)?,
-            out_mat: be.upload_mat(&head.to_out_w, d, ADAPTOR_INNER)?,
-            out: be.upload(&head.to_out_w)?,
-            out_b: be.upload(&head.to_out_b)?,
-        })
-    }
-
-    pub fn zero_grads(&self, be: &B, width: usize) -> Result<AdaptorGrads<B>> {
-        Ok(AdaptorGrads {
             norm_w: be.zeros(width)?,
             norm_b: be.zeros(width)?,
             qkv: be.zeros(3 * ADAPTOR_INNER * width)?,
@@ -104,49 +98,67 @@ impl<B: Backend> AdaptorParams<B> {
             out_b: be.zeros(width)?,
         })
     }
+}
+
+pub struct AdaptorActs<B: Backend> {
+    acts: Activations<B>,
+    /// `[rows, e]`: the projected tokens the scores are computed from.
+    pub z: B::Buf,
+}
+
+impl<'a, B: Backend> AdaptorParams<'a, B> {
+    /// `[norm_w, norm_b, qkv, out_w, out_b]` of a head of width `d`, in the backend.
+    pub fn new(be: &B, params: &'a [B::Buf], d: usize) -> Result<Self> {
+        let [norm_w, norm_b, qkv, out, out_b] = params else {
+            bail!(
+                "training step: {} adaptor parameter tensors, expected 5",
+                params.len()
+            );
+        };
+        for (name, buf, len) in [
+            ("norm weight", norm_w, d),
+            ("norm bias", norm_b, d),
+            ("q/k/v weight", qkv, 3 * ADAPTOR_INNER * d),
+            ("out weight", out, d * ADAPTOR_INNER),
+            ("out bias", out_b, d),
+        ] {
+            ensure!(
+                be.buf_len(buf) == len,
+                "training step: the adaptor's {name} holds {} values, expected {len}",
+                be.buf_len(buf)
+            );
+        }
+        Ok(Self {
+            qkv_mat: be.mat_from_buf(qkv, 3 * ADAPTOR_INNER, d)?,
+            out_mat: be.mat_from_buf(out, d, ADAPTOR_INNER)?,
+            norm_w,
+            norm_b,
+            qkv,
+            out,
+            out_b,
+            width: d,
+        })
+    }
 
     /// `c: [batch, tokens, d]` → activations ending in `z: [batch, tokens, e]`.
     pub fn forward(
         &self,
         be: &B,
-        post: &PostProj<B>,
+        post: &TrainPost<B>,
         c: &B::Buf,
         batch: usize,
         tokens: usize,
     ) -> Result<AdaptorActs<B>> {
-        let rows = batch * tokens;
-        let d = post.width;
-        let mut h = be.zeros(rows * d)?;
-        be.layer_norm(&mut h, c, &self.norm_w, &self.norm_b, rows, d, LN_EPS)?;
-        let mut qkv = be.zeros(rows * 3 * ADAPTOR_INNER)?;
-        be.linear(&mut qkv, &h, &self.qkv_mat, None, Epilogue::Store, rows)?;
-        let mut attn = be.zeros(rows * ADAPTOR_INNER)?;
-        be.attention(
-            &mut attn,
-            &qkv,
-            batch,
-            tokens,
-            ADAPTOR_HEADS,
-            HEAD_DIM,
-            false,
-        )?;
-        let mut out = be.zeros(rows * d)?;
-        be.linear(
-            &mut out,
-            &attn,
-            &self.out_mat,
-            Some(&self.out_b),
-            Epilogue::Store,
-            rows,
-        )?;
-        let z = post.forward(be, &out, rows)?;
-        Ok(AdaptorActs {
-            h,
-            qkv,
-            attn,
-            out,
-            z,
-        })
+        let weights = AdaptorWeights {
+            norm_w: self.norm_w,
+            norm_b: self.norm_b,
+            qkv: &self.qkv_mat,
+            out: &self.out_mat,
+            out_b: self.out_b,
+        };
+        let (z, acts) = weights.forward(be, &post.post, c, (batch, tokens), true)?;
+        let acts = acts.ok_or_else(|| anyhow!("adaptor forward kept no activations"))?;
+        Ok(AdaptorActs { acts, z })
     }
 
     /// Accumulates the parameter gradients of one token set into `grads`.
@@ -154,7 +166,7 @@ impl<B: Backend> AdaptorParams<B> {
     pub fn backward(
         &self,
         be: &B,
-        post: &PostProj<B>,
+        post: &TrainPost<B>,
         acts: &AdaptorActs<B>,
         c: &B::Buf,
         dz: &B::Buf,
@@ -163,12 +175,13 @@ impl<B: Backend> AdaptorParams<B> {
         grads: &mut AdaptorGrads<B>,
     ) -> Result<()> {
         let rows = batch * tokens;
-        let (d, inner) = (post.width, ADAPTOR_INNER);
-        let dout = post.backward(be, &acts.out, dz, rows)?;
+        let (d, inner) = (self.width, ADAPTOR_INNER);
+        let a = &acts.acts;
+        let dout = post.backward(be, &a.out, dz, rows)?;
         be.matmul(
             &mut grads.out,
             &dout,
-            &acts.attn,
+            &a.attn,
             (d, rows, inner),
             true,
             false,
@@ -179,7 +192,7 @@ impl<B: Backend> AdaptorParams<B> {
         be.matmul(
             &mut dattn,
             &dout,
-            &self.out,
+            self.out,
             (rows, d, inner),
             false,
             false,
@@ -190,7 +203,7 @@ impl<B: Backend> AdaptorParams<B> {
         be.attention_backward(
             &mut dqkv,
             &dattn,
-            &acts.qkv,
+            &a.qkv,
             batch,
             tokens,
             ADAPTOR_HEADS,
@@ -201,7 +214,7 @@ impl<B: Backend> AdaptorParams<B> {
         be.matmul(
             &mut grads.qkv,
             &dqkv,
-            &acts.h,
+            &a.h,
             (3 * inner, rows, d),
             true,
             false,
@@ -211,7 +224,7 @@ impl<B: Backend> AdaptorParams<B> {
         be.matmul(
             &mut dh,
             &dqkv,
-            &self.qkv,
+            self.qkv,
             (rows, 3 * inner, d),
             false,
             false,
@@ -222,31 +235,10 @@ impl<B: Backend> AdaptorParams<B> {
             Some((&mut grads.norm_w, &mut grads.norm_b)),
             &dh,
             c,
-            &self.norm_w,
+            self.norm_w,
             rows,
             d,
             LN_EPS,
         )
-    }
-}
-
-impl<B: Backend> PostProj<B> {
-    /// `z = ln_post(x) projᵀ`, `x: [rows, d]` → `[rows, e]`.
-    pub fn forward(&self, be: &B, x: &B::Buf, rows: usize) -> Result<B::Buf> {
-        let mut m = be.zeros(rows * self.width)?;
-        be.layer_norm(&mut m, x, &self.ln_w, &self.ln_b, rows, self.width, LN_EPS)?;
-        let mut z = be.zeros(rows * self.embed)?;
-        be.linear(&mut z, &m, &self.proj_mat, None, Epilogue::Store, rows)?;
-        Ok(z)
-    }
-
-    /// `∂L/∂x` from `dz`, for the `x` [`PostProj::forward`] was given.
-    pub fn backward(&self, be: &B, x: &B::Buf, dz: &B::Buf, rows: usize) -> Result<B::Buf> {
-        let (d, e) = (self.width, self.embed);
-        let mut dm = be.zeros(rows * d)?;
-        be.matmul(&mut dm, dz, &self.proj, (rows, e, d), false, false, false)?;
-        let mut dx = be.zeros(rows * d)?;
-        be.layer_norm_backward(Some(&mut dx), None, &dm, x, &self.ln_w, rows, d, LN_EPS)?;
-        Ok(dx)
     }
 }

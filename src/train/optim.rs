@@ -3,8 +3,8 @@
 //!
 //! [`Adam`] keeps the moments on the host, shaped like the head (checkpoints, tests);
 //! [`DeviceAdam`] keeps parameters and moments in the backend's memory for the training loop,
-//! in the [`grouped`] layout the step's gradients come in. The moments are saved with a
-//! checkpoint so that `--resume` continues exactly.
+//! in the [`grouped`] layout the step reads its parameters and returns its gradients in. The
+//! moments are saved with a checkpoint so that `--resume` continues exactly.
 
 use super::params::{tensors, tensors_mut};
 use crate::backend::cpu::adam::adam;
@@ -107,7 +107,8 @@ pub struct DeviceAdam<B: Backend> {
     v: Vec<B::Buf>,
 }
 
-fn upload_grouped<B: Backend>(be: &B, h: &Head) -> Result<Vec<B::Buf>> {
+/// The [`grouped`] tensors of `h`, uploaded.
+pub fn upload_grouped<B: Backend>(be: &B, h: &Head) -> Result<Vec<B::Buf>> {
     grouped(h).iter().map(|t| be.upload(t)).collect()
 }
 
@@ -150,6 +151,11 @@ impl<B: Backend> DeviceAdam<B> {
             be.adam(p, m, v, g, len, self.lr, self.step)?;
         }
         Ok(())
+    }
+
+    /// The parameters in the backend, in the [`grouped`] layout: what the training step reads.
+    pub fn params(&self) -> &[B::Buf] {
+        &self.params
     }
 
     /// The parameters, written into `head`.

@@ -13,8 +13,8 @@
 //! tower down to `dP`. Activations of all 12 sets are kept between the two passes. With fixed
 //! prompts the text features are computed once, when the model is built, and `dP = 0`.
 
-use super::adaptor::{AdaptorActs, AdaptorParams, PostProj};
-use super::optim::{ungroup, GROUPS};
+use super::adaptor::{AdaptorActs, AdaptorGrads, AdaptorParams, TrainPost};
+use super::optim::{ungroup, upload_grouped, GROUPS};
 use super::params::zeros_like;
 use super::text::TrainText;
 use crate::backend::{patch_alignment_state_len, Backend, ColumnBlock};
@@ -85,7 +85,7 @@ pub struct StepOutput {
 pub struct TrainModel<B: Backend> {
     be: B,
     text: TextSide<B>,
-    post: PostProj<B>,
+    post: TrainPost<B>,
     width: usize,
     grid: usize,
     opts: StepOptions,
@@ -157,7 +157,7 @@ impl<B: Backend> TrainModel<B> {
         };
         Ok(Self {
             text,
-            post: PostProj::upload(&be, &ckpt.vision, cfg.vision_width, cfg.embed_dim)?,
+            post: TrainPost::upload(&be, &ckpt.vision, cfg.vision_width, cfg.embed_dim)?,
             width: cfg.vision_width,
             grid: image_size / cfg.patch,
             opts,
@@ -175,9 +175,22 @@ impl<B: Backend> TrainModel<B> {
         &self.opts
     }
 
-    /// Loss and gradients of `head` on `batch`.
+    /// Whether `head` is one this model trains (its prompt kind).
+    pub fn check_head(&self, head: &Head) -> Result<()> {
+        ensure!(
+            head.prompts == self.opts.prompts,
+            "training step: the head uses {:?} prompts but the model was built for {:?} prompts",
+            head.prompts,
+            self.opts.prompts
+        );
+        Ok(())
+    }
+
+    /// Loss and gradients of `head` on `batch`, on the host.
     pub fn step(&self, head: &Head, batch: &Batch) -> Result<StepOutput> {
-        let (losses, grads) = self.step_grads(head, batch)?;
+        self.check_head(head)?;
+        let params = upload_grouped(&self.be, head)?;
+        let (losses, grads) = self.step_grads(&params, batch)?;
         let host: Vec<Vec<f32>> = grads
             .iter()
             .map(|g| self.be.download(g))
@@ -190,9 +203,11 @@ impl<B: Backend> TrainModel<B> {
         Ok(StepOutput { losses, grads: out })
     }
 
-    /// [`TrainModel::step`] with the gradients left in the backend's memory, in
-    /// [`super::optim::grouped`] order; only the loss terms are downloaded.
-    pub fn step_grads(&self, head: &Head, batch: &Batch) -> Result<(Losses, Vec<B::Buf>)> {
+    /// [`TrainModel::step`] on parameters in the backend's memory (those of a
+    /// [`super::optim::DeviceAdam`]), in [`super::optim::grouped`] order, with the gradients
+    /// left there in the same order. Downloaded: the loss terms, and with learned prompts the
+    /// prompt (`[12, t]`, the text tower's input on the host).
+    pub fn step_grads(&self, params: &[B::Buf], batch: &Batch) -> Result<(Losses, Vec<B::Buf>)> {
         let be = &self.be;
         let (bsz, d, g2) = (batch.size, self.width, self.grid * self.grid);
         let e = self.post.embed();
@@ -213,20 +228,24 @@ impl<B: Backend> TrainModel<B> {
             );
         }
         ensure!(
-            head.prompts == self.opts.prompts,
-            "training step: the head uses {:?} prompts but the model was built for {:?} prompts",
-            head.prompts,
-            self.opts.prompts
+            params.len() == GROUPS,
+            "training step: {} parameter tensors, expected {GROUPS}",
+            params.len()
         );
+        let (prompt, adaptor) = params.split_at(1);
         let (text_acts, text) = match &self.text {
             TextSide::Learned(tower) => {
-                let acts = tower.forward(be, &head.prompt)?;
+                let acts = tower.forward(be, &be.download(&prompt[0])?)?;
                 let text = be.upload(&acts.features)?;
                 (Some(acts), text)
             }
             TextSide::Fixed(features) => (None, be.upload(features)?),
         };
-        let params = AdaptorParams::upload(be, head)?;
+        let params = if self.opts.adaptor {
+            Some(AdaptorParams::new(be, adaptor, d)?)
+        } else {
+            None
+        };
         let n_sets = batch.features.len() * self.opts.windows.len();
         let align = self.opts.align_weight;
 
@@ -251,10 +270,9 @@ impl<B: Backend> TrainModel<B> {
                     Some(c)
                 };
                 let input = c.as_ref().unwrap_or(f);
-                let acts = if self.opts.adaptor {
-                    SetZ::Adaptor(params.forward(be, &self.post, input, bsz, tokens)?)
-                } else {
-                    SetZ::Direct(self.post.forward(be, input, rows)?)
+                let acts = match &params {
+                    Some(p) => SetZ::Adaptor(p.forward(be, &self.post, input, bsz, tokens)?),
+                    None => SetZ::Direct(self.post.forward(be, input, rows)?),
                 };
                 be.state_logits(&mut logits, acts.z(), &text, rows, e, 1.0 / TEMPERATURE)?;
                 let alignment_terms = if align != 0.0 {
@@ -311,7 +329,7 @@ impl<B: Backend> TrainModel<B> {
         be.abnormal_probability_backward(&mut dlogits, &dprobs, &logits, rows)?;
 
         // Backward through every set, then the text tower.
-        let mut grads = params.zero_grads(be, d)?;
+        let mut grads = AdaptorGrads::zeros(be, d)?;
         let mut dtext = be.zeros(2 * e)?;
         let set_layers = self.opts.windows.len();
         for (k, set) in sets.iter().enumerate() {
@@ -339,7 +357,7 @@ impl<B: Backend> TrainModel<B> {
                 e,
                 1.0 / TEMPERATURE,
             )?;
-            if let SetZ::Adaptor(acts) = &set.acts {
+            if let (SetZ::Adaptor(acts), Some(params)) = (&set.acts, &params) {
                 let f = &layer_bufs[k / set_layers];
                 let c = set.c.as_ref().unwrap_or(f);
                 params.backward(be, &self.post, acts, c, &dz, bsz, tokens, &mut grads)?;
@@ -349,7 +367,7 @@ impl<B: Backend> TrainModel<B> {
             (TextSide::Learned(tower), Some(acts)) => {
                 be.upload(&tower.backward(be, acts, &be.download(&dtext)?)?)?
             }
-            _ => be.zeros(head.prompt.len())?,
+            _ => be.zeros(be.buf_len(&prompt[0]))?,
         };
         let grads = vec![
             dprompt,

@@ -146,9 +146,10 @@ pub fn train<B: Backend>(
         (Adam::new(cfg.lr, head), 0)
     };
     adam.lr = cfg.lr;
+    model.check_head(head)?;
     let be = model.backend();
-    // Parameters and moments live in the backend's memory; `head` is refreshed after every
-    // update because the step uploads the adaptor's weights as GEMM matrices from the host.
+    // Parameters and moments live in the backend's memory, where the step reads them; `head`
+    // is refreshed from there only when it is written.
     let mut state = DeviceAdam::upload(be, head, &adam)?;
     let n = cache.len();
     let per_epoch = n.div_ceil(cfg.batch_size);
@@ -168,7 +169,7 @@ pub fn train<B: Backend>(
                 break;
             }
             let batch = cache.batch(be, idx)?;
-            let (losses, grads) = model.step_grads(head, &batch)?;
+            let (losses, grads) = model.step_grads(state.params(), &batch)?;
             if !losses.total.is_finite() {
                 bail!(
                     "epoch {}, step {}: the loss is not finite ({:?})",
@@ -178,7 +179,6 @@ pub fn train<B: Backend>(
                 );
             }
             state.update(be, &grads)?;
-            state.download_params(be, head)?;
             add(&mut sum, &losses, 1.0);
             steps += 1;
             steps_done += 1;
@@ -210,11 +210,13 @@ pub fn train<B: Backend>(
             seconds: start.elapsed().as_secs_f64(),
             features_computed: cache.computed - before,
         });
+        state.download_params(be, head)?;
         head.save(&cfg.out)?;
         if steps == per_epoch {
             save_checkpoint(&ckpt, head, &state.download_state(be, head)?, epoch + 1)?;
         }
     }
+    state.download_params(be, head)?;
     head.save(&cfg.out)?;
     Ok(reports)
 }

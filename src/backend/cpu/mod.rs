@@ -201,6 +201,10 @@ impl Backend for CpuBackend {
             .install(|| Ok(CpuMat(MatData::F32(F32Mat::new(w, out_dim, in_dim)?))))
     }
 
+    fn mat_from_buf(&self, w: &Vec<f32>, out_dim: usize, in_dim: usize) -> Result<CpuMat> {
+        self.upload_mat(w, out_dim, in_dim)
+    }
+
     fn upload_frozen_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<CpuMat> {
         self.pool.install(|| {
             Ok(CpuMat(match self.precision {

@@ -339,6 +339,19 @@ impl Backend for CudaBackend {
         self.mat(w, out_dim, in_dim, Precision::F32)
     }
 
+    fn mat_from_buf(&self, w: &CudaBuf, out_dim: usize, in_dim: usize) -> Result<CudaMat> {
+        check_len("mat_from_buf", "w", w.len, &[out_dim, in_dim])?;
+        let data = self
+            .stream
+            .clone_dtod(&w.data)
+            .context("mat_from_buf: copying the weight")?;
+        Ok(CudaMat {
+            data: MatData::F32(data),
+            out_dim,
+            in_dim,
+        })
+    }
+
     fn upload_frozen_mat(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Result<CudaMat> {
         self.mat(w, out_dim, in_dim, self.precision)
     }
