@@ -304,6 +304,26 @@ fn fixed_prompts_train_only_the_adaptor_and_scoring_agrees() {
     assert_eq!(h.prompts, Prompts::Learned);
     let err = h.select_prompts(true, Some(&learned_file)).unwrap_err();
     assert!(err.to_string().contains("learned.safetensors"), "{err}");
+
+    // The resume checkpoint records the prompt kind: resuming the fixed-prompt run with learned
+    // prompts is refused, naming the checkpoint; with fixed prompts it runs the missing epoch.
+    let resume = TrainConfig {
+        epochs: 2,
+        resume: true,
+        ..cfg
+    };
+    let mut learned_head = Head::init(&ckpt.config, 5);
+    let err = train(&model, &mut cache, &mut learned_head, &ckpt.config, &resume).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("head.ckpt.safetensors") && msg.contains("fixed prompts"),
+        "{msg}"
+    );
+    let mut again = fixed_head(&ckpt, 5);
+    let more = train(&model, &mut cache, &mut again, &ckpt.config, &resume).unwrap();
+    assert_eq!(more.len(), 1, "one epoch left after the checkpoint");
+    assert_eq!(more[0].epoch, 2, "the resumed run starts at epoch 2");
+    assert_eq!(again.prompts, Prompts::Fixed);
     let _ = std::fs::remove_dir_all(&tmp);
 }
 

@@ -36,10 +36,24 @@ pub enum Prompts {
 }
 
 impl Prompts {
-    fn name(self) -> &'static str {
+    /// The value stored under [`PROMPTS_KEY`].
+    pub fn name(self) -> &'static str {
         match self {
             Prompts::Learned => "learned",
             Prompts::Fixed => "fixed",
+        }
+    }
+
+    /// The prompt kind `file`'s [`PROMPTS_KEY`] metadata records; files without it predate
+    /// the fixed-prompt ablation and hold learned prompts.
+    pub fn recorded_in(file: &TensorFile, path: &Path) -> Result<Prompts> {
+        match file.metadata(PROMPTS_KEY).as_deref() {
+            None | Some("learned") => Ok(Prompts::Learned),
+            Some("fixed") => Ok(Prompts::Fixed),
+            Some(other) => bail!(
+                "{}: metadata {PROMPTS_KEY} is {other:?}, expected \"learned\" or \"fixed\"",
+                path.display()
+            ),
         }
     }
 }
@@ -88,14 +102,7 @@ impl Head {
                 );
             }
         }
-        let prompts = match file.metadata(PROMPTS_KEY).as_deref() {
-            None | Some("learned") => Prompts::Learned,
-            Some("fixed") => Prompts::Fixed,
-            Some(other) => bail!(
-                "{}: metadata {PROMPTS_KEY} is {other:?}, expected \"learned\" or \"fixed\"",
-                path.display()
-            ),
-        };
+        let prompts = Prompts::recorded_in(&file, path)?;
         Ok(Self {
             width: d,
             text_width: t,

@@ -11,8 +11,8 @@ use super::params::{tensors, tensors_mut, NAMES};
 use super::step::{Losses, TrainModel};
 use crate::backend::Backend;
 use crate::model::checkpoint::ClipConfig;
-use crate::model::head::Head;
-use crate::model::tensors::{write_f32, TensorFile};
+use crate::model::head::{Head, Prompts, PROMPTS_KEY};
+use crate::model::tensors::{write_f32_with_metadata, TensorFile};
 use crate::rng::Rng;
 use anyhow::{bail, ensure, Context, Result};
 use std::io::Write;
@@ -66,17 +66,20 @@ fn save_checkpoint(path: &Path, head: &Head, adam: &Adam, epochs_done: usize) ->
         }
     }
     list.push((STATE.into(), vec![2], &state));
-    write_f32(path, &list)
+    write_f32_with_metadata(path, &list, &[(PROMPTS_KEY, head.prompts.name())])
 }
 
 fn head_shapes(h: &Head) -> Vec<Vec<usize>> {
     tensors(h).iter().map(|t| vec![t.len()]).collect()
 }
 
-/// `(head, adam, epochs done)` from a checkpoint.
+/// `(head, adam, epochs done)` from a checkpoint, the head with the prompt kind it records.
 fn load_checkpoint(path: &Path, cfg: &ClipConfig, lr: f32) -> Result<(Head, Adam, usize)> {
     let file = TensorFile::open(path)?;
-    let mut head = Head::init(cfg, 0);
+    let mut head = Head {
+        prompts: Prompts::recorded_in(&file, path)?,
+        ..Head::init(cfg, 0)
+    };
     let mut adam = Adam::new(lr, &head);
     for (prefix, h) in [
         ("", &mut head),
@@ -128,11 +131,16 @@ pub fn train<B: Backend>(
     let ckpt = checkpoint_path(&cfg.out);
     let (mut adam, first_epoch) = if cfg.resume && ckpt.is_file() {
         let (h, adam, done) = load_checkpoint(&ckpt, clip, cfg.lr)?;
-        // The checkpoint holds tensors only; the prompt kind is the run's.
-        *head = Head {
-            prompts: head.prompts,
-            ..h
-        };
+        if h.prompts != head.prompts {
+            bail!(
+                "{}: this run was started with {} prompts; resuming it with {} prompts would \
+                 mix the two (drop or add --fixed-prompts, or start afresh without --resume)",
+                ckpt.display(),
+                h.prompts.name(),
+                head.prompts.name()
+            );
+        }
+        *head = h;
         eprintln!(
             "resuming from {} after epoch {done} (step {})",
             ckpt.display(),
