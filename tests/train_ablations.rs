@@ -52,16 +52,7 @@ fn ablations_agree_between_training_and_scoring() {
     let labels: Vec<f32> = samples.iter().map(|s| s.label).collect();
     let be = CpuBackend::new(Some(2)).unwrap();
     let tmp = std::env::temp_dir();
-    let mut cache = FeatureCache::new(
-        &be,
-        &ckpt,
-        samples.clone(),
-        SIDE,
-        &[1, 2, 3, 4],
-        u64::MAX,
-        &tmp,
-    )
-    .unwrap();
+    let mut cache = ram_cache(&be, &ckpt, &samples, &tmp);
     let batch = cache.batch(&be, &[0, 1, 2, 3]).unwrap();
     let pixels: Vec<f32> = samples
         .iter()
@@ -135,6 +126,25 @@ fn fixture() -> (Checkpoint, ClipTokenizer, Vec<TrainSample>) {
     (ckpt, tok, samples)
 }
 
+/// An f32 feature cache of `samples` in RAM, all four layers of the golden model.
+fn ram_cache(
+    be: &CpuBackend,
+    ckpt: &Checkpoint,
+    samples: &[TrainSample],
+    spill: &Path,
+) -> FeatureCache<CpuBackend> {
+    FeatureCache::new(
+        be,
+        ckpt,
+        samples.to_vec(),
+        SIDE,
+        &[1, 2, 3, 4],
+        u64::MAX,
+        spill,
+    )
+    .unwrap()
+}
+
 fn fixed_head(ckpt: &Checkpoint, seed: u64) -> Head {
     let mut head = Head::init(&ckpt.config, seed);
     head.select_prompts(true, None).unwrap();
@@ -197,16 +207,7 @@ fn fixed_prompts_train_only_the_adaptor_and_scoring_agrees() {
     let be = CpuBackend::new(Some(2)).unwrap();
     let tmp = std::env::temp_dir().join(format!("afclip-fixed-prompts-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let mut cache = FeatureCache::new(
-        &be,
-        &ckpt,
-        samples.clone(),
-        SIDE,
-        &[1, 2, 3, 4],
-        u64::MAX,
-        &tmp,
-    )
-    .unwrap();
+    let mut cache = ram_cache(&be, &ckpt, &samples, &tmp);
     let opts = StepOptions {
         prompts: Prompts::Fixed,
         ..StepOptions::default()
@@ -342,16 +343,7 @@ fn f16_feature_cache_halves_the_bytes_and_keeps_the_loss() {
     )
     .unwrap();
     let idx = [0, 1, 2, 3];
-    let mut reference = FeatureCache::new(
-        &be,
-        &ckpt,
-        samples.clone(),
-        SIDE,
-        &[1, 2, 3, 4],
-        u64::MAX,
-        &tmp,
-    )
-    .unwrap();
+    let mut reference = ram_cache(&be, &ckpt, &samples, &tmp);
     assert_eq!(reference.precision(), CachePrecision::F32);
     let want = reference.batch(&be, &idx).unwrap();
     let want_loss = model.step(&head, &want).unwrap().losses.total;
